@@ -1,0 +1,89 @@
+"""Costr's error tree. Each error has a neutral `kind`; every API format maps kinds to its own
+error shape once (see each format's `error_body`), and the status code lives here."""
+from __future__ import annotations
+
+
+class CostrError(Exception):
+    status = 500
+    kind = "internal"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status: int | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+
+class InvalidRequest(CostrError):
+    status = 400
+    kind = "invalid_request"
+
+
+class AuthenticationFailed(CostrError):
+    status = 401
+    kind = "authentication"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(CostrError):
+    status = 403
+    kind = "permission"
+
+
+class InsufficientCredits(CostrError):
+    status = 402
+    kind = "insufficient_credits"
+    code = "insufficient_quota"
+
+
+class NotFound(CostrError):
+    status = 404
+    kind = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class RateLimited(CostrError):
+    status = 429
+    kind = "rate_limit"
+    code = "rate_limit_exceeded"
+
+
+class NoUsableProvider(CostrError):
+    status = 503
+    kind = "unavailable"
+    code = "no_usable_provider"
+
+
+class UpstreamError(CostrError):
+    """The upstream answered with an error. `upstream_status` is what it sent."""
+    status = 502
+    kind = "upstream"
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, upstream_status: int = 0, retryable: bool = True, **kw):
+        super().__init__(message, **kw)
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    kind = "timeout"
+    code = "upstream_timeout"
+
+
+class ConfigError(Exception):
+    """A configuration file is invalid. `problems` are lines `file:line: key.path: reason`."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems

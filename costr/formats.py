@@ -1,0 +1,85 @@
+"""What a client-facing API format implements (registered with `register_api_formats`).
+
+A format is a codec between one API family's wire JSON and the neutral model, plus that
+family's error shape. The host mounts each format's `paths` and runs every request through
+the same pipeline (costr.pipeline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .conversation import ChatRequest, ChatResponse, Frame
+from .errors import CostrError
+
+
+@dataclass(slots=True)
+class RoutingFacts:
+    """What Costr did with a request: reported as `x_routing` and `x-costr-*` headers."""
+    requested_model: str
+    routed_model: str
+    routed_provider: str
+    tier: str | None
+    confidence: float
+    savings_percent: float
+    complexity: float | None = None
+    policy: str | None = None
+    cache_hit: bool = False
+
+    def as_dict(self) -> dict:
+        return {
+            "requested_model": self.requested_model,
+            "routed_model": self.routed_model,
+            "routed_provider": self.routed_provider,
+            "tier": self.tier,
+            "confidence": self.confidence,
+            "savings_percent": self.savings_percent,
+            "complexity": self.complexity,
+            "policy": self.policy,
+            "cache_hit": self.cache_hit,
+        }
+
+    def headers(self) -> dict[str, str]:
+        out = {
+            "x-costr-requested-model": self.requested_model,
+            "x-costr-routed-model": self.routed_model,
+            "x-costr-routed-provider": self.routed_provider,
+            "x-costr-tier": self.tier or "",
+            "x-costr-confidence": f"{self.confidence:.2f}",
+            "x-costr-savings-percent": f"{self.savings_percent:.1f}",
+            "x-costr-cache-hit": "true" if self.cache_hit else "false",
+        }
+        if self.complexity is not None:
+            out["x-costr-complexity"] = f"{self.complexity:.3f}"
+        if self.policy:
+            out["x-costr-policy"] = self.policy
+        return out
+
+
+class StreamEncoder(Protocol):
+    """Turns upstream Frames into the client's stream bytes. Holds back whatever must carry
+    the final usage and routing facts until `finish`."""
+
+    def encode(self, frame: Frame) -> bytes: ...
+
+    def finish(self, facts: RoutingFacts) -> bytes: ...
+
+    def fail(self, error: CostrError) -> bytes: ...
+
+
+class ApiFormat(Protocol):
+    name: str                  # e.g. "openai-chat"; a provider with this wire_format gets passthrough
+    paths: tuple[str, ...]     # e.g. ("/v1/chat/completions",)
+
+    def decode_request(self, body: bytes) -> ChatRequest:
+        """Parse and validate a request body; raise costr.errors.InvalidRequest naming the field."""
+
+    def encode_response(self, response: ChatResponse, facts: RoutingFacts) -> dict: ...
+
+    def stream_encoder(self, request: ChatRequest) -> StreamEncoder: ...
+
+    def error_body(self, error: CostrError) -> dict:
+        """The family's error shape for `error`."""
+
+    def recognises(self, body: dict, headers) -> bool:
+        """Whether a body (for dry-run) looks like this format's request."""

@@ -1,0 +1,53 @@
+"""Helpers for testing Costr and Costr plugins: recorded upstreams, one-test plugins, a live app.
+
+Plugin authors can use these too: `use_cassette` replays an upstream from
+`cassettes/<test module>/<name>.yaml` and never touches the network; `registered_plugin`
+registers a plugin object for the duration of one test.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import vcr
+
+SECRET_HEADERS = ["authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "set-cookie"]
+
+
+def cassette_vcr(cassette_dir: str | os.PathLike) -> vcr.VCR:
+    """A VCR that only replays (record_mode none), filters credentials, and lets requests to
+    this machine (the app under test) through."""
+    return vcr.VCR(
+        cassette_library_dir=str(cassette_dir),
+        record_mode=os.environ.get("COSTR_VCR_RECORD_MODE", "none"),
+        match_on=["method", "scheme", "host", "port", "path", "query"],
+        filter_headers=SECRET_HEADERS,
+        filter_query_parameters=["key"],
+        ignore_localhost=True,
+        decode_compressed_response=True,
+    )
+
+
+def use_cassette(test_file: str, name: str, cassettes_root: str | os.PathLike | None = None):
+    """Replay `cassettes/<module of test_file>/<name>.yaml`."""
+    module = Path(test_file).stem
+    root = Path(cassettes_root) if cassettes_root else _repo_root(Path(test_file)) / "cassettes"
+    return cassette_vcr(root / module).use_cassette(f"{name}.yaml")
+
+
+def _repo_root(start: Path) -> Path:
+    for parent in [start.resolve(), *start.resolve().parents]:
+        if (parent / "cassettes").is_dir():
+            return parent
+    return start.resolve().parent
+
+
+@contextmanager
+def registered_plugin(pm, plugin, name: str | None = None):
+    """Register `plugin` with plugin manager `pm` for the duration of a `with` block."""
+    name = pm.register(plugin, name=name)
+    try:
+        yield plugin
+    finally:
+        pm.unregister(plugin)
