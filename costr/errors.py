@@ -87,3 +87,24 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+# Costr's own endpoints answer errors in this shape, which is also OpenAI's.
+_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "insufficient_credits": "insufficient_quota",
+    "not_found": "invalid_request_error",
+    "rate_limit": "rate_limit_error",
+    "upstream": "upstream_error",
+    "timeout": "timeout_error",
+    "unavailable": "service_unavailable",
+    "internal": "server_error",
+}
+
+
+def default_error_body(error: CostrError) -> dict:
+    """`{"error": {"message", "type", "param", "code"}}`"""
+    return {"error": {"message": error.message, "type": _TYPES.get(error.kind, "server_error"),
+                      "param": error.param, "code": error.code}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .conversation import ChatRequest, ChatResponse, Frame
+from .conversation import ChatRequest, ChatResponse, Frame, Usage
 from .errors import CostrError
 
 
@@ -62,7 +62,8 @@ class StreamEncoder(Protocol):
 
     def encode(self, frame: Frame) -> bytes: ...
 
-    def finish(self, facts: RoutingFacts) -> bytes: ...
+    def finish(self, facts: RoutingFacts, usage: Usage) -> bytes:
+        """The held-back end of the stream, carrying `usage` (as accounted) and `facts`."""
 
     def fail(self, error: CostrError) -> bytes: ...
 

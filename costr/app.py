@@ -1,0 +1,78 @@
+"""The Starlette host: builds the app, owns the upstream client and the live configuration,
+and maps every error to the calling API family's shape."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Route
+
+from . import endpoints
+from .errors import CostrError, NotFound, default_error_body
+from .live_config import ConfigHolder
+from .pipeline import answer_chat, json_response
+from .plugins import Registry, collect, make_plugin_manager
+from .upstream import Upstream
+
+log = logging.getLogger("costr")
+
+
+def create_app(*, providers_path: str | Path, policies_dir: str | Path,
+               registry: Registry | None = None, watch_seconds: float = 1.0) -> Starlette:
+    registry = registry or collect(make_plugin_manager())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        http = await Upstream.open()
+        holder = ConfigHolder(Path(providers_path), Path(policies_dir), registry, http, watch_seconds)
+        holder.start_watching()
+        app.state.config = holder
+        app.state.started = time.time()
+        try:
+            yield
+        finally:
+            holder.stop_watching()
+            await http.close()
+
+    routes = [Route(path, _chat_endpoint(fmt), methods=["POST"])
+              for fmt in registry.api_formats.values() for path in fmt.paths]
+    routes += endpoints.routes(registry)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        HTTPException: _http_error, Exception: _unexpected_error})
+
+
+def _chat_endpoint(fmt):
+    async def endpoint(request: Request):
+        try:
+            body = await request.body()
+            return await answer_chat(request.app.state.config.current, fmt, body, request.headers)
+        except CostrError as err:
+            return error_response(err, fmt.error_body(err))
+    endpoint.__name__ = f"chat_{fmt.name.replace('-', '_')}"
+    return endpoint
+
+
+def error_response(err: CostrError, body: dict | None = None):
+    return json_response(body or default_error_body(err), status=err.status, headers=err.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException):
+    if exc.status_code == 404:
+        err = NotFound(f"Unknown endpoint {request.method} {request.url.path}. OpenAI-compatible "
+                       "clients use base URL http://HOST:PORT/v1; Anthropic-compatible clients use "
+                       "http://HOST:PORT.", code="unknown_endpoint")
+    else:
+        err = CostrError(exc.detail or "request failed", status=exc.status_code,
+                         code="method_not_allowed" if exc.status_code == 405 else None)
+        err.kind = "invalid_request" if exc.status_code < 500 else "internal"
+    return error_response(err)
+
+
+async def _unexpected_error(request: Request, exc: Exception):
+    log.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return error_response(CostrError("Costr hit an internal error; it has been logged."))

@@ -1,0 +1,102 @@
+"""`costr` command line: serve, check, plugins, bench."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import load_config
+from .errors import ConfigError
+from .plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
+                        help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
+    parser.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
+                        help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="costr", description="A self-hosted LLM cost router.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    _config_args(serve)
+    serve.add_argument("--host", default=os.environ.get("COSTR_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("COSTR_PORT", "8787")))
+    serve.add_argument("--log-level", default=os.environ.get("COSTR_LOG_LEVEL", "info"),
+                       choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check", help="validate providers.yaml and the policies, then exit")
+    _config_args(check)
+    sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
+    bench = sub.add_parser("bench", help="measure the gateway against a local fake upstream",
+                           add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    try:
+        registry, pm = _load_plugins()
+    except DuplicateRegistration as exc:
+        print(f"costr: plugin conflict: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "plugins":
+        return _plugins(pm)
+    if args.command == "bench":
+        from . import benchmark
+        return benchmark.main(args.rest)
+    try:
+        config = load_config(args.providers, args.policies, registry)
+    except ConfigError as exc:
+        print(f"costr: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        return _check(config)
+    return _serve(args, registry, config)
+
+
+def _load_plugins():
+    pm = make_plugin_manager()
+    return collect(pm), pm
+
+
+def _plugins(pm) -> int:
+    registry = collect(pm)
+    for name, plugin in pm.list_name_plugin():
+        print(f"{name}  ({plugin_origin(pm, plugin)})")
+        for kind in KINDS.values():
+            names = [n for (k, n), who in registry.origins.items() if k == kind and who == name]
+            if names:
+                print(f"    {kind}: {', '.join(sorted(names))}")
+    return 0
+
+
+def _check(config) -> int:
+    missing = config.missing_credentials()
+    chat = [m for m in config.models.values() if m.mode == "chat"]
+    print(f"OK: {len(chat)} chat models in tiers {', '.join(config.tiers)}; "
+          f"{len(config.models) - len(chat)} embedding models; policies: "
+          f"{', '.join(sorted(config.policies))}; baseline {config.baseline.id}.")
+    for name, env in missing.items():
+        print(f"note: provider {name} is left out of routing until {env} is set.")
+    return 0
+
+
+def _serve(args, registry, config) -> int:
+    import uvicorn
+
+    from .app import create_app
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name, env in config.missing_credentials().items():
+        logging.getLogger("costr").warning("provider %s is left out of routing: %s is not set", name, env)
+    app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
+                     registry=registry)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

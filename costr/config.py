@@ -1,0 +1,263 @@
+"""Reading and validating providers.yaml and routing_policies/*.yaml.
+
+Pydantic checks each file's shape (`extra="forbid"`, so an operator's typo is caught); then
+cross-references are checked. Every problem is reported as `file:line: key.path: reason`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .providers import ModelSpec, Price, ProviderSettings
+from .upstream import Timeouts
+
+CAPABILITIES = ("tools", "vision", "json_output", "reasoning")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PriceEntry(_Strict):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+
+class TimeoutsEntry(_Strict):
+    connect: float = Field(default=10.0, gt=0)
+    read: float = Field(default=300.0, gt=0)
+
+
+class ProviderEntry(_Strict):
+    type: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = {}
+    options: dict[str, Any] = {}
+    timeouts: TimeoutsEntry = TimeoutsEntry()
+
+
+class ModelEntry(_Strict):
+    id: str = Field(min_length=1)
+    provider: str
+    tier: str | None = None
+    price: PriceEntry
+    context_window: int = Field(gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    upstream_name: str | None = None
+    capabilities: list[Literal["tools", "vision", "json_output", "reasoning"]] = []
+    mode: Literal["chat", "embedding"] = "chat"
+    options: dict[str, Any] = {}
+
+
+class RoutingEntry(_Strict):
+    scorer: str = "heuristic"
+    scorer_options: dict[str, Any] = {}
+    default_policy: str = "balanced"
+    auto_aliases: list[str] = []   # model names that behave exactly like "auto"
+    max_attempts: int = Field(default=2, ge=1, le=5)  # models tried when an upstream fails
+
+
+class ProvidersFile(_Strict):
+    tiers: list[str] = Field(min_length=1)
+    baseline: str
+    providers: dict[str, ProviderEntry] = Field(min_length=1)
+    models: list[ModelEntry] = Field(min_length=1)
+    default_embedding_model: str | None = None
+    routing: RoutingEntry = RoutingEntry()
+
+
+class PolicyFile(BaseModel):
+    """A policy's own keys beyond these are its type's options."""
+    model_config = ConfigDict(extra="allow")
+    type: str = "thresholds"
+    description: str = ""
+
+
+@dataclass
+class Config:
+    """A validated configuration, as plain objects."""
+    tiers: list[str]
+    baseline: ModelSpec
+    providers: dict[str, ProviderSettings]
+    models: dict[str, ModelSpec]               # by id, in file order
+    policies: dict[str, tuple[str, dict]]      # name -> (type, options)
+    routing: RoutingEntry
+    default_embedding_model: str | None
+    sources: list[Path] = field(default_factory=list)
+
+    def missing_credentials(self) -> dict[str, str]:
+        """Providers whose api_key_env is unset: name -> variable."""
+        return {n: p.api_key_env for n, p in self.providers.items()
+                if p.api_key_env and not p.api_key}
+
+
+def load_config(providers_path: str | os.PathLike, policies_dir: str | os.PathLike,
+                registry=None, environ: dict | None = None) -> Config:
+    """Load and validate both; raise ConfigError listing every problem found."""
+    environ = os.environ if environ is None else environ
+    providers_path, policies_dir = Path(providers_path), Path(policies_dir)
+    problems: list[str] = []
+    raw, lines = _read_yaml(providers_path, problems)
+    parsed = _validate(ProvidersFile, raw, providers_path, lines, problems) if raw is not None else None
+    policies = _load_policies(policies_dir, problems)
+    if parsed is None:
+        raise ConfigError(problems)
+    _check_references(parsed, policies, providers_path, lines, registry, problems)
+    if problems:
+        raise ConfigError(problems)
+    return _build(parsed, policies, environ, [providers_path, policies_dir])
+
+
+def _read_yaml(path: Path, problems: list[str]) -> tuple[Any, dict]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        problems.append(f"{path}: cannot read: {exc.strerror or exc}")
+        return None, {}
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problems.append(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}")
+        return None, {}
+    if not isinstance(data, dict):
+        problems.append(f"{path}: expected a mapping of keys at the top level")
+        return None, {}
+    return data, _line_index(node)
+
+
+def _line_index(node, path: tuple = ()) -> dict[tuple, int]:
+    """Map each key path in a composed YAML document to its 1-based line."""
+    index = {path: node.start_mark.line + 1} if node is not None else {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            index[path + (key.value,)] = key.start_mark.line + 1
+            index.update({k: v for k, v in _line_index(value, path + (key.value,)).items()
+                          if k != path + (key.value,)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index.update(_line_index(item, path + (i,)))
+    return index
+
+
+def _where(path: Path, lines: dict, loc: tuple) -> str:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return f"{path}:{lines[loc[:cut]]}"
+    return str(path)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _validate(schema, raw, path: Path, lines: dict, problems: list[str]):
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            reason = err["msg"]
+            if err["type"] == "extra_forbidden":
+                reason = "unknown key (check its spelling)"
+            problems.append(f"{_where(path, lines, loc)}: {_dotted(loc)}: {reason}")
+        return None
+
+
+def _load_policies(directory: Path, problems: list[str]) -> dict[str, tuple[PolicyFile, Path, dict]]:
+    if not directory.is_dir():
+        problems.append(f"{directory}: policies directory not found")
+        return {}
+    policies = {}
+    for path in sorted(directory.glob("*.y*ml")):
+        raw, lines = _read_yaml(path, problems)
+        if raw is None:
+            continue
+        parsed = _validate(PolicyFile, raw, path, lines, problems)
+        if parsed is not None:
+            policies[path.stem] = (parsed, path, lines)
+    if not policies and directory.is_dir():
+        problems.append(f"{directory}: no policy files (*.yaml) found")
+    return policies
+
+
+def _check_references(parsed: ProvidersFile, policies: dict, path: Path, lines: dict,
+                      registry, problems: list[str]) -> None:
+    def report(loc: tuple, reason: str) -> None:
+        problems.append(f"{_where(path, lines, loc)}: {_dotted(loc)}: {reason}")
+
+    if len(set(parsed.tiers)) != len(parsed.tiers):
+        report(("tiers",), "tier names must be unique")
+    seen: set[str] = set()
+    for i, model in enumerate(parsed.models):
+        if model.id in seen:
+            report(("models", i, "id"), f"model id {model.id!r} is listed twice")
+        seen.add(model.id)
+        if model.provider not in parsed.providers:
+            report(("models", i, "provider"),
+                   f"unknown provider {model.provider!r} (defined: {', '.join(parsed.providers)})")
+        if model.mode == "chat" and model.tier not in parsed.tiers:
+            report(("models", i, "tier"), f"{model.tier!r} is not one of tiers {parsed.tiers}")
+    if parsed.baseline not in seen:
+        report(("baseline",), f"{parsed.baseline!r} is not a model id listed under models")
+    emb = parsed.default_embedding_model
+    if emb is not None and not any(m.id == emb and m.mode == "embedding" for m in parsed.models):
+        report(("default_embedding_model",), f"{emb!r} is not a model with mode: embedding")
+    if parsed.routing.default_policy not in policies:
+        report(("routing", "default_policy"),
+               f"no policy file named {parsed.routing.default_policy}.yaml")
+    if registry is None:
+        return
+    for name, entry in parsed.providers.items():
+        if entry.type not in registry.provider_types:
+            report(("providers", name, "type"), f"unknown provider type {entry.type!r} "
+                   f"(installed: {', '.join(sorted(registry.provider_types))})")
+    if parsed.routing.scorer not in registry.scorers:
+        report(("routing", "scorer"), f"unknown scorer {parsed.routing.scorer!r} "
+               f"(installed: {', '.join(sorted(registry.scorers))})")
+    for name, (policy, ppath, plines) in policies.items():
+        if policy.type not in registry.policy_types:
+            problems.append(f"{_where(ppath, plines, ('type',))}: type: unknown policy type "
+                            f"{policy.type!r} (installed: {', '.join(sorted(registry.policy_types))})")
+            continue
+        try:
+            registry.policy_types[policy.type](name, policy.model_extra or {}, parsed.tiers)
+        except (ValueError, TypeError, KeyError) as exc:
+            problems.append(f"{ppath}: {exc}")
+
+
+def _build(parsed: ProvidersFile, policies: dict, environ, sources: list[Path]) -> Config:
+    providers = {
+        name: ProviderSettings(
+            name=name, type=e.type, base_url=e.base_url.rstrip("/") if e.base_url else None,
+            api_key=environ.get(e.api_key_env) or None if e.api_key_env else None,
+            api_key_env=e.api_key_env, headers=dict(e.headers), options=dict(e.options),
+            timeouts=Timeouts(e.timeouts.connect, e.timeouts.read))
+        for name, e in parsed.providers.items()
+    }
+    models = {m.id: ModelSpec(
+        id=m.id, provider=m.provider, tier=m.tier,
+        price=Price(m.price.input, m.price.output, m.price.cached_input, m.price.cache_write),
+        context_window=m.context_window, max_output_tokens=m.max_output_tokens,
+        upstream_name=m.upstream_name, capabilities=frozenset(m.capabilities), mode=m.mode,
+        options=dict(m.options)) for m in parsed.models}
+    return Config(
+        tiers=list(parsed.tiers), baseline=models[parsed.baseline], providers=providers,
+        models=models,
+        policies={name: (p.type, dict(p.model_extra or {})) for name, (p, _, _) in policies.items()},
+        routing=parsed.routing, default_embedding_model=parsed.default_embedding_model,
+        sources=sources)

@@ -1,0 +1,169 @@
+"""The life of a chat request, in one place.
+
+decode the client's format -> route (score, policy, choose model) -> call the provider, with
+fallback -> settle usage and savings -> encode in the client's format.
+"""
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from .conversation import (ChatRequest, ChatResponse, Frame, MessageEnd, MessageStart,
+                           StreamFailure, TextDelta, ThinkingDelta, ToolArgumentsDelta, Usage)
+from .errors import CostrError, InvalidRequest, UpstreamError
+from .formats import ApiFormat, RoutingFacts
+from .live_config import LiveConfig
+from .pricing import expected_usage, savings_percent
+from .providers import ModelSpec
+from .routing import Route, route_request
+
+log = logging.getLogger("costr.request")
+
+
+async def answer_chat(live: LiveConfig, fmt: ApiFormat, body: bytes, headers) -> Response:
+    request = fmt.decode_request(body)
+    route = route_request(live, request, headers.get("x-cost-priority"))
+    if request.stream:
+        return await stream_answer(live, fmt, request, route)
+    response, model = await complete_with_fallback(live, route, request)
+    usage = settled_usage(response.usage, route, response)
+    facts = routing_facts(live, route, model, usage)
+    return json_response(fmt.encode_response(response, facts), headers=facts.headers())
+
+
+async def complete_with_fallback(live: LiveConfig, route: Route,
+                                 request: ChatRequest) -> tuple[ChatResponse, ModelSpec]:
+    attempts = route.candidates[: live.config.routing.max_attempts]
+    for i, model in enumerate(attempts):
+        try:
+            return await live.provider_for(model).complete(request, model), model
+        except UpstreamError as err:
+            if not err.retryable or i == len(attempts) - 1:
+                raise client_facing(err) from None
+            log.warning("%s failed (%s); falling back to %s", model.id, err.message, attempts[i + 1].id)
+    raise AssertionError("route with no candidates")
+
+
+async def open_stream_with_fallback(live: LiveConfig, route: Route, request: ChatRequest
+                                    ) -> tuple[ModelSpec, AsyncIterator[Frame], Frame]:
+    """Start the stream and read its first frame, so an upstream that fails before answering
+    can still be replaced by the next candidate, or reported with a proper status code."""
+    attempts = route.candidates[: live.config.routing.max_attempts]
+    for i, model in enumerate(attempts):
+        frames = live.provider_for(model).stream(request, model)
+        try:
+            return model, frames, await frames.__anext__()
+        except UpstreamError as err:
+            await frames.aclose()
+            if not err.retryable or i == len(attempts) - 1:
+                raise client_facing(err) from None
+            log.warning("%s failed (%s); falling back to %s", model.id, err.message, attempts[i + 1].id)
+        except StopAsyncIteration:
+            raise UpstreamError(f"{model.id} answered with an empty stream") from None
+    raise AssertionError("route with no candidates")
+
+
+async def stream_answer(live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
+                        route: Route) -> StreamingResponse:
+    model, frames, first = await open_stream_with_fallback(live, route, request)
+    encoder = fmt.stream_encoder(request)
+    estimate = routing_facts(live, route, model, expected_usage(route.prompt_tokens, request.max_tokens))
+
+    async def relay() -> AsyncIterator[bytes]:
+        tally = StreamTally()
+        try:
+            frame = first
+            while True:
+                failure = tally.observe(frame)
+                if failure:
+                    yield encoder.fail(UpstreamError(failure.message))
+                    return
+                chunk = encoder.encode(frame)
+                if chunk:
+                    yield chunk
+                try:
+                    frame = await frames.__anext__()
+                except StopAsyncIteration:
+                    break
+        except CostrError as err:
+            log.warning("stream from %s failed: %s", model.id, err.message)
+            yield encoder.fail(err)
+            return
+        finally:
+            await frames.aclose()
+        if not tally.ended:
+            yield encoder.fail(UpstreamError("the upstream stream ended before the answer was complete"))
+            return
+        usage = tally.settled(route)
+        yield encoder.finish(routing_facts(live, route, model, usage), usage)
+
+    headers = {**estimate.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"}
+    return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+
+class StreamTally:
+    """Watches a stream's events for its usage, its end, and a failure."""
+
+    def __init__(self):
+        self.usage: Usage | None = None
+        self.input_usage: Usage | None = None
+        self.output_chars = 0
+        self.ended = False
+
+    def observe(self, frame: Frame) -> StreamFailure | None:
+        for event in frame.events:
+            if isinstance(event, (TextDelta, ThinkingDelta)):
+                self.output_chars += len(event.text)
+            elif isinstance(event, ToolArgumentsDelta):
+                self.output_chars += len(event.fragment)
+            elif isinstance(event, MessageStart) and event.usage:
+                self.input_usage = event.usage
+            elif isinstance(event, MessageEnd):
+                self.usage, self.ended = event.usage, True
+            elif isinstance(event, StreamFailure):
+                return event
+        return None
+
+    def settled(self, route: Route) -> Usage:
+        usage = self.usage or Usage(estimated=True)
+        if self.input_usage and not usage.input_tokens:
+            usage.input_tokens = self.input_usage.input_tokens
+            usage.cached_input_tokens = self.input_usage.cached_input_tokens
+            usage.cache_write_tokens = self.input_usage.cache_write_tokens
+        return _fill_estimates(usage, route.prompt_tokens, self.output_chars)
+
+
+def settled_usage(usage: Usage, route: Route, response: ChatResponse) -> Usage:
+    chars = sum(len(getattr(p, "text", "") or getattr(p, "arguments", "")) for p in response.content)
+    return _fill_estimates(usage, route.prompt_tokens, chars)
+
+
+def _fill_estimates(usage: Usage, prompt_tokens: int, output_chars: int) -> Usage:
+    """An upstream that reported no usage gets an estimate, flagged as such."""
+    if usage.input_tokens == 0 and usage.output_tokens == 0:
+        return Usage(input_tokens=prompt_tokens, output_tokens=(output_chars + 3) // 4, estimated=True)
+    return usage
+
+
+def routing_facts(live: LiveConfig, route: Route, model: ModelSpec, usage: Usage) -> RoutingFacts:
+    return RoutingFacts(
+        requested_model=route.requested_model, routed_model=model.id,
+        routed_provider=model.provider, tier=model.tier, confidence=route.confidence,
+        savings_percent=savings_percent(model, live.config.baseline, usage),
+        complexity=route.complexity.score if route.complexity else None, policy=route.policy)
+
+
+def client_facing(err: UpstreamError) -> CostrError:
+    """An upstream that rejected the request as malformed or too large was told something the
+    client must fix: that is the client's 400, with the upstream's words."""
+    if err.upstream_status in (400, 413, 422):
+        return InvalidRequest(err.message, code="upstream_rejected_request")
+    return err
+
+
+def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers,
+                    media_type="application/json")

@@ -1,0 +1,72 @@
+"""The `openai` provider type: OpenAI and any server speaking its Chat Completions API
+(vLLM, Ollama, llama.cpp, DeepSeek, Groq, ...)."""
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import orjson
+
+from costr.conversation import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
+                                Frame, StreamFailure, Usage)
+from costr.providers import ModelSpec, Provider
+
+from .chat_request import FORMAT
+from .chat_response import response_from_wire
+from .chat_stream import StreamDecoder, parse_chunk
+from .upstream_request import request_to_wire
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIProvider(Provider):
+    wire_format = FORMAT
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url or DEFAULT_BASE_URL
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", **self.settings.headers}
+        if self.settings.api_key:
+            headers["authorization"] = f"Bearer {self.settings.api_key}"
+        return headers
+
+    async def complete(self, request: ChatRequest, model: ModelSpec) -> ChatResponse:
+        body = orjson.dumps(request_to_wire(request, model, stream=False))
+        reply = await self.http.request("POST", f"{self.base_url}/chat/completions",
+                                        headers=self._headers(), body=body,
+                                        timeouts=self.settings.timeouts, secret=self.settings.api_key)
+        return response_from_wire(reply.json())
+
+    async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
+        body = orjson.dumps(request_to_wire(request, model, stream=True))
+        decoder = StreamDecoder()
+        async with self.http.stream(f"{self.base_url}/chat/completions", headers=self._headers(),
+                                    body=body, timeouts=self.settings.timeouts,
+                                    secret=self.settings.api_key) as events:
+            async for sse in events:
+                try:
+                    chunk = parse_chunk(sse.data)
+                except orjson.JSONDecodeError:
+                    yield Frame([StreamFailure(502, "the upstream sent a malformed stream chunk")])
+                    return
+                if chunk is None:
+                    break
+                yield Frame(decoder.feed(chunk), raw=chunk, raw_format=FORMAT)
+        yield Frame(decoder.finish())
+
+    async def embed(self, request: EmbeddingRequest, model: ModelSpec) -> EmbeddingResponse:
+        body: dict = {"model": model.wire_name, "input": request.inputs}
+        if request.dimensions:
+            body["dimensions"] = request.dimensions
+        if request.user:
+            body["user"] = request.user
+        reply = await self.http.request("POST", f"{self.base_url}/embeddings",
+                                        headers=self._headers(), body=orjson.dumps(body),
+                                        timeouts=self.settings.timeouts, secret=self.settings.api_key)
+        data = reply.json()
+        rows = sorted(data.get("data") or [], key=lambda row: row.get("index", 0))
+        usage = data.get("usage") or {}
+        return EmbeddingResponse(vectors=[row["embedding"] for row in rows],
+                                 model=data.get("model", model.id),
+                                 usage=Usage(input_tokens=usage.get("prompt_tokens", 0)))

@@ -1,0 +1,69 @@
+"""The hook specifications stay documented, and plugins can be registered for one test."""
+import inspect
+import re
+from pathlib import Path
+
+from costr import hookspecs
+from costr.hookspecs import hookimpl
+from costr.plugins import KINDS, collect, make_plugin_manager
+from costr.scoring import Complexity
+from costr.testing import registered_plugin
+
+GUIDE = Path(__file__).resolve().parent.parent / "plugins" / "README.md"
+
+
+def hook_specs() -> dict:
+    return {name: fn for name, fn in vars(hookspecs).items()
+            if inspect.isfunction(fn) and hasattr(fn, "costr_spec")}
+
+
+def test_hooks_are_found():
+    assert set(hook_specs()) == set(KINDS)
+
+
+def test_every_hook_has_a_docstring():
+    undocumented = [name for name, fn in hook_specs().items()
+                    if not (fn.__doc__ or "").strip()]
+    assert undocumented == []
+
+
+def test_every_hook_has_a_section_in_the_plugin_guide():
+    headings = re.findall(r"^#{2,4} +`?(\w+)`?\s*$", GUIDE.read_text(), re.M)
+    missing = [name for name in hook_specs() if name not in headings]
+    assert missing == [], f"plugins/README.md has no section for {missing}"
+
+
+class ThrowawayScorer:
+    def __init__(self, options):
+        self.options = options
+
+    def score(self, request):
+        return Complexity(0.5, 1.0, {"throwaway": True})
+
+
+class ThrowawayPlugin:
+    @hookimpl
+    def register_scorers(self, register):
+        register("throwaway", ThrowawayScorer)
+
+
+def test_registered_plugin_lasts_one_block():
+    pm = make_plugin_manager(load_entry_points=False)
+    plugin = ThrowawayPlugin()
+    with registered_plugin(pm, plugin, name="throwaway-plugin"):
+        registry = collect(pm)
+        assert registry.scorers["throwaway"] is ThrowawayScorer
+        assert registry.origins[("scorer", "throwaway")] == "throwaway-plugin"
+        assert registry.scorers["throwaway"]({}).score(None).signals == {"throwaway": True}
+    assert "throwaway" not in collect(pm).scorers
+    assert pm.get_plugin("throwaway-plugin") is None and not pm.is_registered(plugin)
+
+
+def test_registered_plugin_unregisters_when_the_test_fails():
+    pm = make_plugin_manager(load_entry_points=False)
+    try:
+        with registered_plugin(pm, ThrowawayPlugin(), name="throwaway-plugin"):
+            raise AssertionError("a failing test")
+    except AssertionError:
+        pass
+    assert "throwaway" not in collect(pm).scorers
