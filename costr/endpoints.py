@@ -19,22 +19,24 @@ from .routing import MODELS_HINT, route_request
 
 
 def routes(registry) -> list[Route]:
-    async def dry_run(request: Request):
-        return await _guarded(_dry_run, request, registry)
     return [
-        Route("/v1/models", lambda r: _guarded(_list_models, r), methods=["GET"]),
-        Route("/v1/models/{model_id:path}", lambda r: _guarded(_get_model, r), methods=["GET"]),
-        Route("/v1/router/health", lambda r: _guarded(_health, r), methods=["GET"]),
-        Route("/v1/router/dry-run", dry_run, methods=["POST"]),
-        Route("/v1/embeddings", lambda r: _guarded(_embeddings, r), methods=["POST"]),
+        Route("/v1/models", _endpoint(_list_models), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", _endpoint(_get_model), methods=["GET"]),
+        Route("/v1/router/health", _endpoint(_health), methods=["GET"]),
+        Route("/v1/router/dry-run", _endpoint(_dry_run, registry), methods=["POST"]),
+        Route("/v1/embeddings", _endpoint(_embeddings), methods=["POST"]),
     ]
 
 
-async def _guarded(handler, request: Request, *args):
-    try:
-        return await handler(request.app.state.config.current, request, *args)
-    except CostrError as err:
-        return json_response(default_error_body(err), status=err.status, headers=err.headers)
+def _endpoint(handler, *args):
+    """An endpoint calling `handler(live_config, request, *args)`, errors in Costr's shape."""
+    async def endpoint(request: Request):
+        try:
+            return await handler(request.app.state.config.current, request, *args)
+        except CostrError as err:
+            return json_response(default_error_body(err), status=err.status, headers=err.headers)
+    endpoint.__name__ = handler.__name__.lstrip("_")
+    return endpoint
 
 
 def _model_entry(live: LiveConfig, model) -> dict:
@@ -173,6 +175,9 @@ def _embedding_inputs(value) -> list[str]:
 
 def _embedding_model(live: LiveConfig, name: str):
     config = live.config
+    if name == "auto" and config.default_embedding_model is None:
+        raise ModelNotFound("No default embedding model is configured: set "
+                            "default_embedding_model in providers.yaml, or name a model.", param="model")
     model = config.models.get(config.default_embedding_model if name == "auto" else name)
     if model is None or model.mode != "embedding":
         raise ModelNotFound(f"The embedding model '{name}' does not exist. Use \"auto\" or an "

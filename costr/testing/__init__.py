@@ -51,3 +51,35 @@ def registered_plugin(pm, plugin, name: str | None = None):
         yield plugin
     finally:
         pm.unregister(plugin)
+
+
+@contextmanager
+def running_gateway(providers_yaml: str | os.PathLike, policies_dir: str | os.PathLike, **app_kw):
+    """Serve a Costr app built from these files on a free loopback port, in a background
+    thread; yields its base URL (`http://127.0.0.1:PORT`)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from costr.app import create_app
+
+    app = create_app(providers_path=providers_yaml, policies_dir=policies_dir, **app_kw)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
