@@ -1,0 +1,96 @@
+"""The `anthropic` provider type: calls Anthropic's Messages API."""
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import orjson
+
+from costr.conversation import ChatRequest, ChatResponse, Frame, StreamFailure
+from costr.errors import UpstreamError
+from costr.providers import ModelSpec, Provider
+
+from .wire_request import request_to_wire
+from .wire_response import WIRE_FORMAT, response_from_wire
+from .wire_stream import StreamDecoder
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_API_VERSION = "2023-06-01"
+# The body fields /v1/messages/count_tokens accepts; it rejects the others (max_tokens, ...).
+COUNT_TOKENS_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+
+class AnthropicProvider(Provider):
+    wire_format = WIRE_FORMAT
+
+    async def complete(self, request: ChatRequest, model: ModelSpec) -> ChatResponse:
+        reply = await self.http.request(
+            "POST", self._url("/v1/messages"), headers=self._headers(),
+            body=orjson.dumps(self._body(request, model, stream=False)),
+            timeouts=self.settings.timeouts, secret=self.settings.api_key)
+        try:
+            body = reply.json()
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"provider {self.name} answered with a body that is not JSON",
+                                upstream_status=reply.status) from None
+        return response_from_wire(body)
+
+    async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
+        decoder = StreamDecoder()
+        async with self.http.stream(
+                self._url("/v1/messages"), headers=self._headers(),
+                body=orjson.dumps(self._body(request, model, stream=True)),
+                timeouts=self.settings.timeouts, secret=self.settings.api_key) as events:
+            async for sse in events:
+                try:
+                    data = orjson.loads(sse.data)
+                except orjson.JSONDecodeError:
+                    failure = StreamFailure(502, f"provider {self.name} sent an event that is not JSON")
+                    yield Frame(events=[failure], raw=None, raw_format=WIRE_FORMAT)
+                    return
+                yield Frame(events=decoder.feed(data), raw=data, raw_format=WIRE_FORMAT)
+        owed = decoder.finish()
+        if owed:
+            yield Frame(events=owed, raw=None, raw_format=WIRE_FORMAT)
+
+    async def count_tokens(self, request: ChatRequest, model: ModelSpec) -> int | None:
+        try:
+            body = self._body(request, model, stream=False)
+            counted = {key: body[key] for key in COUNT_TOKENS_FIELDS if key in body}
+            reply = await self.http.request(
+                "POST", self._url("/v1/messages/count_tokens"), headers=self._headers(),
+                body=orjson.dumps(counted), timeouts=self.settings.timeouts,
+                secret=self.settings.api_key)
+            return int(reply.json()["input_tokens"])
+        except Exception:  # a count that fails only means Costr estimates instead
+            return None
+
+    def check_settings(self) -> list[str]:
+        if self.settings.api_key:
+            return []
+        where = self.settings.api_key_env or "api_key_env"
+        return [f"provider {self.name}: no API key (set {where})"]
+
+    def _body(self, request: ChatRequest, model: ModelSpec, *, stream: bool) -> dict:
+        if request.source_format == WIRE_FORMAT and request.raw is not None:
+            # Same wire format: forward the client's body, fields Costr doesn't know included.
+            body = dict(request.raw, model=model.wire_name)
+        else:
+            body = request_to_wire(request, model)
+        if stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        return body
+
+    def _url(self, path: str) -> str:
+        # Operators often copy a base URL ending in /v1 from other tools' settings.
+        base = (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
+        return base + path
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": self.settings.options.get("version", DEFAULT_API_VERSION),
+                   "content-type": "application/json"}
+        if self.settings.api_key:
+            headers["x-api-key"] = self.settings.api_key
+        headers.update(self.settings.headers)
+        return headers

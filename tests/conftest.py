@@ -1,0 +1,50 @@
+"""Fixtures that build a Costr app from a temporary config and serve it on loopback."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from costr.testing import running_gateway
+from costr.testing.fake_upstream import FakeUpstream
+
+REPO = Path(__file__).resolve().parents[1]
+
+LOCAL_POOL = """\
+tiers: [budget, standard, premium]
+baseline: local-large
+providers:
+  local: {{type: openai, base_url: "{url}/v1"}}
+models:
+  - {{id: local-mini, provider: local, tier: budget, price: {{input: 0.1, output: 0.4}},
+     context_window: 128000, max_output_tokens: 8192, capabilities: [tools, json_output]}}
+  - {{id: local-standard, provider: local, tier: standard, price: {{input: 0.5, output: 2.0}},
+     context_window: 128000, max_output_tokens: 16384, capabilities: [tools, vision, json_output]}}
+  - {{id: local-large, provider: local, tier: premium, price: {{input: 3.0, output: 15.0, cached_input: 0.3}},
+     context_window: 200000, max_output_tokens: 32000, capabilities: [tools, vision, json_output, reasoning]}}
+"""
+
+
+def write_config(directory: Path, providers_yaml: str) -> tuple[Path, Path]:
+    """providers.yaml from text, plus a copy of the shipped routing_policies/."""
+    providers = directory / "providers.yaml"
+    providers.write_text(providers_yaml)
+    policies = directory / "routing_policies"
+    if not policies.exists():
+        shutil.copytree(REPO / "routing_policies", policies)
+    return providers, policies
+
+
+@pytest.fixture
+def fake_upstream():
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def local_gateway(tmp_path, fake_upstream):
+    """A gateway whose only provider is an `openai`-type fake upstream on loopback."""
+    providers, policies = write_config(tmp_path, LOCAL_POOL.format(url=fake_upstream.url))
+    with running_gateway(providers, policies) as base_url:
+        yield base_url
