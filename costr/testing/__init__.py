@@ -29,11 +29,33 @@ def cassette_vcr(cassette_dir: str | os.PathLike) -> vcr.VCR:
     )
 
 
+@contextmanager
 def use_cassette(test_file: str, name: str, cassettes_root: str | os.PathLike | None = None):
-    """Replay `cassettes/<module of test_file>/<name>.yaml`."""
+    """Replay `cassettes/<module of test_file>/<name>.yaml`. The cassette it yields has
+    `.sent`: the requests actually sent during the block (vcr Request objects; `.json()`
+    gives a JSON body), for asserting on what Costr sent upstream."""
     module = Path(test_file).stem
     root = Path(cassettes_root) if cassettes_root else _repo_root(Path(test_file)) / "cassettes"
-    return cassette_vcr(root / module).use_cassette(f"{name}.yaml")
+    with cassette_vcr(root / module).use_cassette(f"{name}.yaml") as cassette:
+        sent: list = []
+        play = cassette.play_response
+
+        def play_and_keep(request):
+            sent.append(_SentRequest(request))
+            return play(request)
+        cassette.play_response = play_and_keep
+        cassette.sent = sent
+        yield cassette
+
+
+class _SentRequest:
+    def __init__(self, request):
+        self.method, self.uri, self.headers = request.method, request.uri, dict(request.headers)
+        self.body = request.body
+
+    def json(self):
+        import json
+        return json.loads(self.body)
 
 
 def _repo_root(start: Path) -> Path:
