@@ -1,0 +1,142 @@
+"""Gemini (generativelanguage v1beta) wire format for the fake upstream."""
+from __future__ import annotations
+
+import secrets
+from typing import Iterator
+
+import orjson
+
+from ._fake_answers import Answer, Ask, Tool, pieces, tool_result_text
+from ._fake_openai import embedding_vector
+
+STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+                500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def _get(obj: dict, camel: str):
+    """Gemini's REST API accepts both camelCase and snake_case field names."""
+    if camel in obj:
+        return obj[camel]
+    snake = "".join("_" + c.lower() if c.isupper() else c for c in camel)
+    return obj.get(snake)
+
+
+def read_ask(body: dict, model: str, stream: bool = False) -> Ask:
+    contents = [c for c in body.get("contents") or [] if isinstance(c, dict)]
+    texts = [_parts_text(c.get("parts")) for c in contents]
+    last_parts = _parts((contents[-1] if contents else {}).get("parts"))
+    results = [_get(p, "functionResponse") for p in last_parts if _get(p, "functionResponse")]
+    system = _parts_text((_get(body, "systemInstruction") or {}).get("parts"))
+    return Ask(
+        model=model,
+        tools=[] if _calling_mode(body) == "NONE" else _tools(body),
+        last_is_tool_result=bool(results),
+        last_text=(tool_result_text(results[-1].get("response") or {}) if results
+                   else (texts[-1] if texts else "")),
+        prompt_chars=len(system) + sum(map(len, texts)),
+        stream=stream,
+    )
+
+
+def _calling_mode(body: dict) -> str:
+    config = _get(_get(body, "toolConfig") or {}, "functionCallingConfig") or {}
+    return str(config.get("mode") or "AUTO").upper()
+
+
+def _tools(body: dict) -> list[Tool]:
+    found = []
+    for tool in body.get("tools") or []:
+        for decl in _get(tool, "functionDeclarations") or []:
+            schema = _get(decl, "parametersJsonSchema") or decl.get("parameters") or {}
+            found.append(Tool(decl["name"], schema))
+    return found
+
+
+def _parts(parts) -> list[dict]:
+    return [p for p in parts if isinstance(p, dict)] if isinstance(parts, list) else []
+
+
+def _parts_text(parts) -> str:
+    out = []
+    for part in _parts(parts):
+        if "text" in part:
+            out.append(part["text"] or "")
+        elif _get(part, "functionCall"):
+            out.append(orjson.dumps(_get(part, "functionCall").get("args") or {}).decode())
+        elif _get(part, "functionResponse"):
+            out.append(tool_result_text(_get(part, "functionResponse").get("response") or {}))
+    return "".join(out)
+
+
+def _call_part(call) -> dict:
+    function_call = {"name": call.name, "args": call.arguments}
+    if call.id:
+        function_call["id"] = call.id
+    return {"functionCall": function_call}
+
+
+def _usage(ask: Ask, answer: Answer | None) -> dict:
+    usage = {"promptTokenCount": ask.input_tokens}
+    if answer is not None:
+        usage["candidatesTokenCount"] = answer.output_tokens
+    usage["totalTokenCount"] = ask.input_tokens + (answer.output_tokens if answer else 0)
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": ask.input_tokens}]
+    return usage
+
+
+def _response(parts: list[dict], ask: Ask, answer: Answer | None, response_id: str) -> dict:
+    """One GenerateContentResponse; `answer` is given for the final one (finish + full usage)."""
+    candidate: dict = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if answer is not None:
+        candidate["finishReason"] = "STOP"  # Gemini says STOP after function calls too
+    return {"candidates": [candidate], "usageMetadata": _usage(ask, answer),
+            "modelVersion": ask.model, "responseId": response_id}
+
+
+def content_body(answer: Answer, ask: Ask) -> dict:
+    parts = ([{"text": answer.text}] if answer.text else []) + [_call_part(c) for c in answer.tool_calls]
+    return _response(parts or [{"text": ""}], ask, answer, secrets.token_urlsafe(16))
+
+
+def content_stream(answer: Answer, ask: Ask) -> list[dict]:
+    """The GenerateContentResponse chunks of a streamed answer: text in several pieces,
+    function calls whole (Gemini never splits their arguments)."""
+    batches = [[{"text": piece}] for piece in pieces(answer.text)]
+    if answer.tool_calls:
+        batches.append([_call_part(c) for c in answer.tool_calls])
+    batches = batches or [[{"text": ""}]]
+    response_id = secrets.token_urlsafe(16)
+    last = len(batches) - 1
+    return [_response(parts, ask, answer if i == last else None, response_id)
+            for i, parts in enumerate(batches)]
+
+
+def sse(chunks: list[dict]) -> Iterator[bytes]:
+    for chunk in chunks:  # Gemini frames its events with CRLF
+        yield b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
+
+
+def error_body(status: int, message: str) -> dict:
+    name = STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+    return {"error": {"code": status, "message": message, "status": name}}
+
+
+def _embedding(request: dict) -> dict:
+    text = _parts_text((request.get("content") or {}).get("parts"))
+    dims = int(_get(request, "outputDimensionality") or 16)
+    return {"values": embedding_vector(text, dims)}
+
+
+def embed_body(body: dict) -> dict:
+    return {"embedding": _embedding(body)}
+
+
+def batch_embed_body(body: dict) -> dict:
+    return {"embeddings": [_embedding(r) for r in body.get("requests") or []]}
+
+
+def count_tokens_body(body: dict, model: str) -> dict:
+    inner = _get(body, "generateContentRequest") or body
+    tokens = read_ask(inner, model).input_tokens
+    return {"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]}

@@ -1,0 +1,153 @@
+"""OpenAI wire format for the fake upstream: chat completions, embeddings, models."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+import time
+from typing import Iterator
+
+import orjson
+
+from ._fake_answers import Answer, Ask, Tool, count_tokens, new_id, pieces, tool_result_text
+
+FINGERPRINT = "fp_costrfake"
+DONE = b"data: [DONE]\n\n"
+
+
+def read_ask(body: dict) -> Ask:
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    texts = [_message_text(m) for m in messages]
+    last = messages[-1] if messages else {}
+    return Ask(
+        model=str(body.get("model") or ""),
+        tools=[] if body.get("tool_choice") == "none" else _tools(body),
+        last_is_tool_result=last.get("role") in ("tool", "function"),
+        last_text=texts[-1] if texts else "",
+        prompt_chars=sum(map(len, texts)),
+        stream=bool(body.get("stream")),
+        include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+    )
+
+
+def _tools(body: dict) -> list[Tool]:
+    tools = [t.get("function") or {} for t in body.get("tools") or [] if t.get("type") == "function"]
+    tools += body.get("functions") or []  # the legacy spelling
+    return [Tool(t["name"], t.get("parameters") or {}) for t in tools if t.get("name")]
+
+
+def _message_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        text = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    elif content is None:
+        text = ""
+    else:
+        text = tool_result_text(content)
+    calls = message.get("tool_calls") or []
+    return text + "".join((c.get("function") or {}).get("arguments") or "" for c in calls)
+
+
+def _usage(ask: Ask, answer: Answer) -> dict:
+    prompt, completion = ask.input_tokens, answer.output_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0,
+                                          "rejected_prediction_tokens": 0}}
+
+
+def _call_ids(answer: Answer) -> list[str]:
+    return [c.id or new_id("call_") for c in answer.tool_calls]
+
+
+def chat_body(answer: Answer, ask: Ask) -> dict:
+    message: dict = {"role": "assistant", "content": answer.text or None, "refusal": None}
+    if answer.tool_calls:
+        message["tool_calls"] = [
+            {"id": call_id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments_json}}
+            for c, call_id in zip(answer.tool_calls, _call_ids(answer))]
+    return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
+            "model": ask.model,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "tool_calls" if answer.tool_calls else "stop"}],
+            "usage": _usage(ask, answer), "system_fingerprint": FINGERPRINT}
+
+
+def chat_stream(answer: Answer, ask: Ask) -> Iterator[bytes]:
+    """The SSE chunks of a streamed answer, `data: [DONE]` included."""
+    head = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": ask.model, "system_fingerprint": FINGERPRINT}
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        payload = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                        "finish_reason": finish}]}
+        if ask.include_usage:  # every chunk says usage: null until the final usage chunk
+            payload["usage"] = None
+        return _sse(payload)
+
+    if answer.text or not answer.tool_calls:
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        for piece in pieces(answer.text):
+            yield chunk({"content": piece})
+    for index, (call, call_id) in enumerate(zip(answer.tool_calls, _call_ids(answer))):
+        first = {"index": index, "id": call_id, "type": "function",
+                 "function": {"name": call.name, "arguments": ""}}
+        opening = {"tool_calls": [first]}
+        if index == 0 and not answer.text:
+            opening = {"role": "assistant", "content": None, **opening}
+        yield chunk(opening)
+        for piece in pieces(call.arguments_json):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield chunk({}, "tool_calls" if answer.tool_calls else "stop")
+    if ask.include_usage:
+        yield _sse({**head, "choices": [], "usage": _usage(ask, answer)})
+    yield DONE
+
+
+def error_body(status: int, message: str) -> dict:
+    kind, code = {401: ("invalid_request_error", "invalid_api_key"),
+                  404: ("invalid_request_error", "model_not_found"),
+                  429: ("requests", "rate_limit_exceeded")}.get(status, ("invalid_request_error", None))
+    if status >= 500:
+        kind, code = "server_error", None
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def embeddings_body(body: dict) -> dict:
+    inputs = body.get("input")
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]  # one string, or one pre-tokenised input
+    inputs = inputs or []
+    texts = [x if isinstance(x, str) else " ".join(map(str, x)) for x in inputs]
+    dims = int(body.get("dimensions") or 16)
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    for index, text in enumerate(texts):
+        vector = embedding_vector(text, dims)
+        encoded = (base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+                   if as_base64 else vector)
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = sum(count_tokens(len(t)) for t in texts)
+    return {"object": "list", "data": data, "model": str(body.get("model") or ""),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def embedding_vector(text: str, dims: int) -> list[float]:
+    """A deterministic unit vector: equal texts embed equally, different ones differ."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [(seed[i % len(seed)] + i) % 256 / 127.5 - 1.0 for i in range(dims)]
+    norm = sum(v * v for v in raw) ** 0.5 or 1.0
+    return [round(v / norm, 6) for v in raw]
+
+
+def models_body(models: list[str]) -> dict:
+    return {"object": "list",
+            "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "costr-fake"}
+                     for m in models]}
+
+
+def _sse(payload: dict) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
