@@ -1,0 +1,62 @@
+"""The response cache: what a backend offers, how a cache URL picks one, and cache keys.
+
+Backends are plugins (hook `register_cache_backends`); the core never names one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from .plugins import Registry
+
+
+@runtime_checkable
+class CacheBackend(Protocol):
+    """A byte store with per-entry expiry. A cache may forget anything at any time (evict,
+    refuse a value, restart), so callers treat every `get` as possibly a miss, and a backend
+    failing to store is not an error. Methods are async so backends may do I/O; `stats` is not
+    and must not."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The value last set under `key`, or `None` when there is none or it has expired."""
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        """Store `value` under `key` for `ttl_seconds` (> 0), replacing any earlier value; when
+        the value is not kept (too large, or `ttl_seconds` <= 0) the earlier one is gone too."""
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`; nothing happens when it is absent."""
+
+    async def close(self) -> None:
+        """Release connections and memory; the backend is not used afterwards."""
+
+    def stats(self) -> dict:
+        """Counters for `costr` to report: `entries` and `bytes` held (`None` when a shared
+        backend cannot tell cheaply), and `hits`, `misses`, `evictions` seen by this backend
+        object since it was opened."""
+
+
+def open_cache(url: str, registry: Registry, options: dict | None = None) -> CacheBackend:
+    """The backend registered for `url`'s scheme (`memory://...`), built by calling its factory
+    with the whole `url` and `options`. Raises `ValueError` naming the installed schemes when no
+    plugin registered the scheme; the URL itself is not echoed, as it may hold a password."""
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    installed = ", ".join(sorted(registry.cache_backends)) or "none"
+    if not scheme:
+        raise ValueError(f"a cache URL starts with a scheme such as memory:// "
+                         f"(installed: {installed})")
+    factory = registry.cache_backends.get(scheme)
+    if factory is None:
+        raise ValueError(f"unknown cache URL scheme {scheme + '://'!r} (installed: {installed})")
+    return factory(url, dict(options or {}))
+
+
+def cache_key(*parts) -> str:
+    """The SHA-256 hex digest of `parts` as canonical JSON (sorted keys, compact separators),
+    so equal dicts hash alike whatever their key order. Parts must be JSON-serialisable
+    (`TypeError` otherwise); lists and tuples hash alike, `1` and `1.0` do not."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
