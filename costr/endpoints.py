@@ -5,13 +5,13 @@ import array
 import base64
 import time
 
-import orjson
 from starlette.requests import Request
 from starlette.routing import Route
 
 from .conversation import EmbeddingRequest
 from .errors import (CostrError, InvalidRequest, ModelNotFound, NoUsableProvider, UpstreamError,
                      default_error_body)
+from .formats import parse_json_object
 from .live_config import LiveConfig
 from .pipeline import client_facing, json_response, routing_facts
 from .pricing import expected_usage
@@ -107,12 +107,7 @@ async def _health(live: LiveConfig, request: Request):
 
 async def _dry_run(live: LiveConfig, request: Request, registry):
     body = await request.body()
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    parsed = parse_json_object(body)
     formats = list(registry.api_formats.values())
     fmt = next((f for f in formats if f.recognises(parsed, request.headers)), formats[0])
     chat = fmt.decode_request(body)
@@ -129,12 +124,7 @@ async def _dry_run(live: LiveConfig, request: Request, registry):
 
 
 async def _embeddings(live: LiveConfig, request: Request):
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    body = parse_json_object(await request.body())
     inputs = _embedding_inputs(body.get("input"))
     name = body.get("model")
     if not isinstance(name, str) or not name:

@@ -9,8 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
+
 from .conversation import ChatRequest, ChatResponse, Frame, Usage
-from .errors import CostrError
+from .errors import CostrError, InvalidRequest
+
+
+def parse_json_object(body: bytes) -> dict:
+    """A request body as a JSON object, or an InvalidRequest saying what is wrong with it."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return parsed
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from costr.conversation import (ChatRequest, Image, Message, ResponseFormat, Text, Thinking,
                                 Tool, ToolCall, ToolChoice, ToolResult)
 from costr.errors import InvalidRequest
+from costr.formats import parse_json_object
 
 FORMAT = "openai-chat"
 _DATA_URL = re.compile(r"^data:([\w.+/-]+);base64,(.*)$", re.S)
@@ -38,12 +39,7 @@ class _Body(BaseModel):
 
 
 def decode_request(body: bytes) -> ChatRequest:
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    raw = parse_json_object(body)
     try:
         b = _Body.model_validate(raw)
     except ValidationError as exc:
