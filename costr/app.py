@@ -63,9 +63,9 @@ def error_response(err: CostrError, body: dict | None = None):
 
 async def _http_error(request: Request, exc: HTTPException):
     if exc.status_code == 404:
-        err = NotFound(f"Unknown endpoint {request.method} {request.url.path}. OpenAI-compatible "
-                       "clients use base URL http://HOST:PORT/v1; Anthropic-compatible clients use "
-                       "http://HOST:PORT.", code="unknown_endpoint")
+        err = NotFound(f"Unknown endpoint {request.method} {request.url.path}. Clients that "
+                       "expect a base URL ending in /v1 use http://HOST:PORT/v1; clients that add "
+                       "/v1 themselves use http://HOST:PORT.", code="unknown_endpoint")
     else:
         err = CostrError(exc.detail or "request failed", status=exc.status_code,
                          code="method_not_allowed" if exc.status_code == 405 else None)

@@ -65,6 +65,8 @@ def _load_plugins():
 def _plugins(pm) -> int:
     registry = collect(pm)
     for name, plugin in pm.list_name_plugin():
+        if plugin is None:  # blocked: left out by COSTR_LOAD_PLUGINS
+            continue
         print(f"{name}  ({plugin_origin(pm, plugin)})")
         for kind in KINDS.values():
             names = [n for (k, n), who in registry.origins.items() if k == kind and who == name]

@@ -6,6 +6,7 @@ cross-references are checked. Every problem is reported as `file:line: key.path:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -237,7 +238,17 @@ def _check_references(parsed: ProvidersFile, policies: dict, path: Path, lines: 
         try:
             registry.policy_types[policy.type](name, policy.model_extra or {}, parsed.tiers)
         except (ValueError, TypeError, KeyError) as exc:
-            problems.append(f"{ppath}: {exc}")
+            problems.append(_policy_problem(ppath, plines, str(exc)))
+
+
+def _policy_problem(path: Path, lines: dict, message: str) -> str:
+    """A policy type's complaint, placed at the line of the key path it starts with
+    (`thresholds.ultra: not one of tiers ...`), or at the top of the file."""
+    key, sep, reason = message.partition(": ")
+    loc = tuple(key.split(".")) if sep and re.fullmatch(r"[\w-]+(\.[\w-]+)*", key) else ()
+    if loc and loc[:1] in lines:
+        return f"{_where(path, lines, loc)}: {key}: {reason}"
+    return f"{_where(path, lines, ())}: (top level): {message}"
 
 
 def _build(parsed: ProvidersFile, policies: dict, environ, sources: list[Path]) -> Config:

@@ -28,7 +28,8 @@ class ThresholdPolicy:
         steps.sort()
         for (_, low, a), (_, high, b) in zip(steps, steps[1:]):
             if high < low:
-                raise ValueError(f"thresholds: {b} ({high}) must not be below {a} ({low})")
+                raise ValueError(f"thresholds.{b}: {high} is below {a} ({low}); thresholds must "
+                                 "rise with the tiers")
         self.name = name
         self.tiers = tiers
         self.steps = [(value, tier) for _, value, tier in steps]
