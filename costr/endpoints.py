@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import array
 import base64
+import sys
 import time
 
 from starlette.requests import Request
@@ -179,4 +180,8 @@ def _embedding_model(live: LiveConfig, name: str):
 
 
 def _b64(vector: list[float]) -> str:
-    return base64.b64encode(array.array("f", vector).tobytes()).decode()
+    """OpenAI's base64 encoding: little-endian float32."""
+    floats = array.array("f", vector)
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return base64.b64encode(floats.tobytes()).decode()

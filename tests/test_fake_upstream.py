@@ -273,3 +273,13 @@ def test_arguments_from_schema_prefers_required_when_there_are_many():
     few = {"type": "object", "properties": {"force": {"type": "boolean"}, "name": {"type": ["string", "null"]},
                                              "opts": {"type": "object", "properties": {"n": {"type": "integer"}}}}}
     assert arguments_from_schema(few) == {"force": True, "name": "test", "opts": {"n": 1}}
+
+
+def test_gateway_config_for_the_fake_is_valid(tmp_path):
+    from costr.config import load_config
+    from costr.testing.fake_upstream import write_gateway_config
+    providers, policies = write_gateway_config(tmp_path, "http://127.0.0.1:1")
+    config = load_config(providers, policies)
+    assert [m.tier for m in config.models.values()] == ["budget", "standard", "premium"]
+    assert config.providers["fake"].base_url == "http://127.0.0.1:1/v1"
+    assert set(config.policies) == {"balanced"}

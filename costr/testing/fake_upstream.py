@@ -255,6 +255,29 @@ def _precomputed_replies() -> dict:
             "stream": list(openai.chat_stream(answer, plain))}
 
 
+def write_gateway_config(directory: Path, upstream_url: str) -> tuple[Path, Path]:
+    """Write a providers.yaml whose one provider is a fake at `upstream_url` (spoken to in the
+    OpenAI wire format), with a model per tier, and a routing_policies/ with a balanced
+    policy. Returns both paths, ready for `costr serve --providers ... --policies ...`."""
+    tiers = [("budget", 0.10, 0.40), ("standard", 1.00, 4.00), ("premium", 5.00, 20.00)]
+    lines = ["tiers: [budget, standard, premium]", f"baseline: {DEFAULT_MODELS[-1]}",
+             "routing: {scorer: heuristic, default_policy: balanced}",
+             "providers:", "  fake:", "    type: openai", f"    base_url: {upstream_url}/v1",
+             "models:"]
+    for model_id, (tier, price_in, price_out) in zip(DEFAULT_MODELS, tiers):
+        lines += [f"  - id: {model_id}", "    provider: fake", f"    tier: {tier}",
+                  f"    price: {{input: {price_in}, output: {price_out}}}",
+                  "    context_window: 128000", "    max_output_tokens: 16384",
+                  "    capabilities: [tools, vision, json_output]"]
+    providers = directory / "providers.yaml"
+    providers.write_text("\n".join(lines) + "\n")
+    policies = directory / "routing_policies"
+    policies.mkdir(exist_ok=True)
+    (policies / "balanced.yaml").write_text(
+        "type: thresholds\nthresholds: {standard: 0.35, premium: 0.7}\n")
+    return providers, policies
+
+
 def load_script(script: list[dict] | str | os.PathLike | None) -> list[dict]:
     if script is None:
         return []
