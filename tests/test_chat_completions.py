@@ -182,3 +182,13 @@ def test_bad_cost_priority_lists_allowed_values(client):
                                        extra_headers={"x-cost-priority": "cheapest"})
     message = info.value.body["message"]
     assert "low" in message and "balanced" in message and "quality" in message
+
+
+def test_stream_without_usage_has_no_usage_fields_at_all(local_gateway):
+    import httpx
+    with httpx.stream("POST", f"{local_gateway}/v1/chat/completions", timeout=20, json={
+            "model": "auto", "stream": True,
+            "messages": [{"role": "user", "content": "Reply exactly: hi"}]}) as response:
+        body = response.read().decode()
+    assert '"usage"' not in body  # Costr asked the upstream for usage, the client did not
+    assert body.endswith("data: [DONE]\n\n")

@@ -133,8 +133,10 @@ class StreamEncoder:
         choices = chunk.get("choices") or []
         if not choices:
             return b""  # the usage chunk: rebuilt in finish()
+        if "usage" in chunk:  # asked for by Costr, not necessarily by the client
+            chunk = {k: v for k, v in chunk.items() if k != "usage"}
         if any(c.get("finish_reason") for c in choices):
-            self.finish_chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            self.finish_chunk = chunk
             return b""
         return data_line(chunk)
 
