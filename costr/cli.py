@@ -91,8 +91,6 @@ def _serve(args, registry, config) -> int:
 
     from .app import create_app
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name, env in config.missing_credentials().items():
-        logging.getLogger("costr").warning("provider %s is left out of routing: %s is not set", name, env)
     app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
                      registry=registry)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
