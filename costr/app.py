@@ -15,7 +15,8 @@ from starlette.routing import Route
 from . import endpoints
 from .errors import CostrError, NotFound, default_error_body
 from .live_config import ConfigHolder
-from .pipeline import answer_chat, json_response
+from .pipeline import Gateway, answer_chat, count_input_tokens, json_response
+from .sessions import SessionTiers
 from .plugins import Registry, collect, make_plugin_manager
 from .upstream import Upstream
 
@@ -31,7 +32,7 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
         http = await Upstream.open()
         holder = ConfigHolder(Path(providers_path), Path(policies_dir), registry, http, watch_seconds)
         holder.start_watching()
-        app.state.config = holder
+        app.state.gateway = Gateway(config=holder, sessions=SessionTiers())
         app.state.started = time.time()
         try:
             yield
@@ -39,26 +40,32 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
             holder.stop_watching()
             await http.close()
 
-    routes = [Route(path, _chat_endpoint(fmt), methods=["POST"])
-              for fmt in registry.api_formats.values() for path in fmt.paths]
+    routes = []
+    for fmt in registry.api_formats.values():
+        if getattr(fmt, "count_tokens_path", None):
+            routes.append(Route(fmt.count_tokens_path, _format_endpoint(fmt, count_input_tokens),
+                                methods=["POST"]))
+        routes += [Route(path, _format_endpoint(fmt, answer_chat), methods=["POST"]) for path in fmt.paths]
     routes += endpoints.routes(registry)
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: _http_error, Exception: _unexpected_error})
 
 
-def _chat_endpoint(fmt):
+def _format_endpoint(fmt, handler):
+    """An endpoint serving `handler(gateway, fmt, body, headers)`, errors in fmt's shape."""
     async def endpoint(request: Request):
         try:
             body = await request.body()
-            return await answer_chat(request.app.state.config.current, fmt, body, request.headers)
+            return await handler(request.app.state.gateway, fmt, body, request.headers)
         except CostrError as err:
-            return error_response(err, fmt.error_body(err))
-    endpoint.__name__ = f"chat_{fmt.name.replace('-', '_')}"
+            status, error_body = fmt.encode_error(err)
+            return json_response(error_body, status=status, headers=err.headers)
+    endpoint.__name__ = f"{handler.__name__}_{fmt.name.replace('-', '_')}"
     return endpoint
 
 
-def error_response(err: CostrError, body: dict | None = None):
-    return json_response(body or default_error_body(err), status=err.status, headers=err.headers)
+def error_response(err: CostrError):
+    return json_response(default_error_body(err), status=err.status, headers=err.headers)
 
 
 async def _http_error(request: Request, exc: HTTPException):

@@ -120,6 +120,8 @@ class ChatRequest:
     # provider speaking the same format can forward it untouched.
     source_format: str = ""
     raw: dict | None = None
+    forward_headers: dict[str, str] = field(default_factory=dict)  # client headers for passthrough
+    session: str | None = None  # the agent session or user this request belongs to, if known
 
     def has_images(self) -> bool:
         for message in self.messages:

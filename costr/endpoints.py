@@ -33,7 +33,7 @@ def _endpoint(handler, *args):
     """An endpoint calling `handler(live_config, request, *args)`, errors in Costr's shape."""
     async def endpoint(request: Request):
         try:
-            return await handler(request.app.state.config.current, request, *args)
+            return await handler(request.app.state.gateway.config.current, request, *args)
         except CostrError as err:
             return json_response(default_error_body(err), status=err.status, headers=err.headers)
     endpoint.__name__ = handler.__name__.lstrip("_")
@@ -111,7 +111,7 @@ async def _dry_run(live: LiveConfig, request: Request, registry):
     parsed = parse_json_object(body)
     formats = list(registry.api_formats.values())
     fmt = next((f for f in formats if f.recognises(parsed, request.headers)), formats[0])
-    chat = fmt.decode_request(body)
+    chat = fmt.decode_request(body, request.headers)
     route = route_request(live, chat, request.headers.get("x-cost-priority"))
     model = route.candidates[0]
     facts = routing_facts(live, route, model, expected_usage(route.prompt_tokens, chat.max_tokens))

@@ -69,10 +69,17 @@ class UpstreamError(CostrError):
     kind = "upstream"
     code = "upstream_error"
 
-    def __init__(self, message: str, *, upstream_status: int = 0, retryable: bool = True, **kw):
+    def __init__(self, message: str, *, upstream_status: int = 0, retryable: bool = True,
+                 upstream_body: object = None, **kw):
         super().__init__(message, **kw)
         self.upstream_status = upstream_status
         self.retryable = retryable
+        self.upstream_body = upstream_body  # the upstream's parsed error body, for same-format relay
+
+    def as_client_mistake(self) -> "UpstreamError":
+        """The upstream rejected the request as malformed: the client's 400, same words."""
+        self.status, self.kind, self.code = 400, "invalid_request", "upstream_rejected_request"
+        return self
 
 
 class UpstreamTimeout(UpstreamError):

@@ -80,20 +80,28 @@ class StreamEncoder(Protocol):
 
     def fail(self, error: CostrError) -> bytes: ...
 
+    # Optional: a format whose clients expect keep-alive events while the upstream is quiet
+    # sets `keepalive_seconds` and returns the event from `keepalive()`.
+    keepalive_seconds: float | None
+
 
 class ApiFormat(Protocol):
     name: str                  # e.g. "openai-chat"; a provider with this wire_format gets passthrough
     paths: tuple[str, ...]     # e.g. ("/v1/chat/completions",)
+    count_tokens_path: str | None  # serves token counting there when set (encode_token_count)
 
-    def decode_request(self, body: bytes) -> ChatRequest:
-        """Parse and validate a request body; raise costr.errors.InvalidRequest naming the field."""
+    def decode_request(self, body: bytes, headers) -> ChatRequest:
+        """Parse and validate a request body; raise costr.errors.InvalidRequest naming the field.
+        `headers` are the client's; a format may keep some in `forward_headers` for passthrough."""
 
     def encode_response(self, response: ChatResponse, facts: RoutingFacts) -> dict: ...
 
     def stream_encoder(self, request: ChatRequest) -> StreamEncoder: ...
 
-    def error_body(self, error: CostrError) -> dict:
-        """The family's error shape for `error`."""
+    def encode_error(self, error: CostrError) -> tuple[int, dict]:
+        """The status and the family's error body for `error`."""
+
+    def encode_token_count(self, tokens: int) -> dict: ...
 
     def recognises(self, body: dict, headers) -> bool:
         """Whether a body (for dry-run) looks like this format's request."""

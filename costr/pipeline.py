@@ -5,7 +5,10 @@ fallback -> settle usage and savings -> encode in the client's format.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import orjson
@@ -13,19 +16,29 @@ from starlette.responses import Response, StreamingResponse
 
 from .conversation import (ChatRequest, ChatResponse, Frame, MessageEnd, MessageStart,
                            StreamFailure, TextDelta, ThinkingDelta, ToolArgumentsDelta, Usage)
-from .errors import CostrError, InvalidRequest, UpstreamError
+from .errors import CostrError, UpstreamError
 from .formats import ApiFormat, RoutingFacts
-from .live_config import LiveConfig
+from .live_config import ConfigHolder, LiveConfig
 from .pricing import expected_usage, savings_percent
 from .providers import ModelSpec
 from .routing import Route, route_request
+from .scoring import estimate_tokens
+from .sessions import SessionTiers
 
 log = logging.getLogger("costr.request")
 
 
-async def answer_chat(live: LiveConfig, fmt: ApiFormat, body: bytes, headers) -> Response:
-    request = fmt.decode_request(body)
-    route = route_request(live, request, headers.get("x-cost-priority"))
+@dataclass
+class Gateway:
+    """What every request shares: the configuration in force and the agent sessions seen."""
+    config: ConfigHolder
+    sessions: SessionTiers
+
+
+async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) -> Response:
+    live = gateway.config.current
+    request = fmt.decode_request(body, headers)
+    route = route_request(live, request, headers.get("x-cost-priority"), gateway.sessions)
     if request.stream:
         return await stream_answer(live, fmt, request, route)
     response, model = await complete_with_fallback(live, route, request)
@@ -74,18 +87,22 @@ async def stream_answer(live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
 
     async def relay() -> AsyncIterator[bytes]:
         tally = StreamTally()
+        upcoming = _with_keepalives(frames, getattr(encoder, "keepalive_seconds", None))
         try:
             frame = first
             while True:
-                failure = tally.observe(frame)
-                if failure:
-                    yield encoder.fail(UpstreamError(failure.message))
-                    return
-                chunk = encoder.encode(frame)
-                if chunk:
-                    yield chunk
+                if frame is None:
+                    yield encoder.keepalive()
+                else:
+                    failure = tally.observe(frame)
+                    if failure:
+                        yield encoder.fail(UpstreamError(failure.message, upstream_status=failure.status))
+                        return
+                    chunk = encoder.encode(frame)
+                    if chunk:
+                        yield chunk
                 try:
-                    frame = await frames.__anext__()
+                    frame = await upcoming.__anext__()
                 except StopAsyncIteration:
                     break
         except CostrError as err:
@@ -93,6 +110,7 @@ async def stream_answer(live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
             yield encoder.fail(err)
             return
         finally:
+            await upcoming.aclose()
             await frames.aclose()
         if not tally.ended:
             yield encoder.fail(UpstreamError("the upstream stream ended before the answer was complete"))
@@ -102,6 +120,32 @@ async def stream_answer(live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
 
     headers = {**estimate.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+
+async def _with_keepalives(frames: AsyncIterator[Frame], every: float | None):
+    """The frames, with None wherever the upstream stayed quiet for `every` seconds."""
+    if not every:
+        async for frame in frames:
+            yield frame
+        return
+    pending = asyncio.ensure_future(frames.__anext__())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield None
+                continue
+            try:
+                frame = pending.result()
+            except StopAsyncIteration:
+                return
+            yield frame
+            pending = asyncio.ensure_future(frames.__anext__())
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
 
 
 class StreamTally:
@@ -156,14 +200,34 @@ def routing_facts(live: LiveConfig, route: Route, model: ModelSpec, usage: Usage
         complexity=route.complexity.score if route.complexity else None, policy=route.policy)
 
 
-def client_facing(err: UpstreamError) -> CostrError:
+def client_facing(err: UpstreamError) -> UpstreamError:
     """An upstream that rejected the request as malformed or too large was told something the
     client must fix: that is the client's 400, with the upstream's words."""
     if err.upstream_status in (400, 413, 422):
-        return InvalidRequest(err.message, code="upstream_rejected_request")
+        return err.as_client_mistake()
     return err
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, headers=headers,
                     media_type="application/json")
+
+
+async def count_input_tokens(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) -> Response:
+    """The input tokens of a request for the model it would be routed to: the upstream's own
+    count where the provider offers one, else Costr's offline estimate. A model name Costr
+    does not know is estimated too, so token counting never fails on it."""
+    live = gateway.config.current
+    request = fmt.decode_request(body, headers)
+    known = request.model in live.auto_names or request.model in live.chat_models
+    tokens = None
+    if known:
+        route = route_request(live, request, headers.get("x-cost-priority"))
+        model = route.candidates[0]
+        try:
+            tokens = await live.provider_for(model).count_tokens(request, model)
+        except CostrError:
+            tokens = None
+    if tokens is None:
+        tokens = estimate_tokens(request)
+    return json_response(fmt.encode_token_count(tokens))

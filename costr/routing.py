@@ -9,6 +9,7 @@ from .live_config import LiveConfig
 from .pricing import cost_usd, expected_usage
 from .providers import ModelSpec
 from .scoring import Complexity, estimate_tokens
+from .sessions import SessionTiers, continues_tool_loop
 
 MODELS_HINT = 'Use "auto", or a model id listed by GET /v1/models.'
 
@@ -24,7 +25,8 @@ class Route:
     prompt_tokens: int
 
 
-def route_request(live: LiveConfig, request: ChatRequest, priority: str | None) -> Route:
+def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,
+                  sessions: SessionTiers | None = None) -> Route:
     policy_name = check_priority(live, priority)
     prompt_tokens = estimate_tokens(request)
     name = request.model
@@ -32,7 +34,16 @@ def route_request(live: LiveConfig, request: ChatRequest, priority: str | None) 
         complexity = live.scorer.score(request)
         policy = live.policies[policy_name]
         tier = policy.choose_tier(complexity)
+        session = request.session
+        loop_tier = None
+        if sessions is not None and session and continues_tool_loop(request):
+            loop_tier = sessions.started_tier(session)
+            if loop_tier in live.config.tiers and _rank(live, loop_tier) > _rank(live, tier):
+                tier = loop_tier
+                complexity.signals["session_tier"] = loop_tier
         candidates, tier = choose_models(live, request, tier, prompt_tokens)
+        if sessions is not None and session and loop_tier != tier:
+            sessions.remember(session, tier)
         margin = policy.margin(complexity.score) if hasattr(policy, "margin") else 0.5
         # Least sure near a tier boundary, however sure the scorer is of the score itself.
         confidence = round(complexity.confidence * (0.6 + 0.4 * min(1.0, margin / 0.15)), 2)
@@ -46,6 +57,10 @@ def route_request(live: LiveConfig, request: ChatRequest, priority: str | None) 
         raise NoUsableProvider(f"Model '{name}' needs provider '{model.provider}', which has no "
                                f"credentials: set the environment variable {env}.")
     return Route(name, [model], model.tier, None, None, 1.0, prompt_tokens)
+
+
+def _rank(live: LiveConfig, tier: str) -> int:
+    return live.config.tiers.index(tier)
 
 
 def check_priority(live: LiveConfig, priority: str | None) -> str:

@@ -113,8 +113,12 @@ def error_from_reply(reply: Reply, url: str, secret: str | None) -> UpstreamErro
         message = message.replace(secret, "***")
     # 408, 409, 429 and 5xx may succeed elsewhere; other 4xx would fail on any upstream.
     retryable = reply.status in (408, 409, 429) or reply.status >= 500
+    try:
+        body = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        body = None
     return UpstreamError(f"upstream {_host(url)} answered {reply.status}: {message}",
-                         upstream_status=reply.status, retryable=retryable)
+                         upstream_status=reply.status, retryable=retryable, upstream_body=body)
 
 
 def upstream_message(body: bytes) -> str:

@@ -13,8 +13,10 @@ class OpenAIChatFormat:
     name = chat_request.FORMAT
     paths = ("/v1/chat/completions", "/chat/completions")
 
-    def decode_request(self, body: bytes) -> ChatRequest:
-        return chat_request.decode_request(body)
+    count_tokens_path = None
+
+    def decode_request(self, body: bytes, headers=None) -> ChatRequest:
+        return chat_request.decode_request(body, headers)
 
     def encode_response(self, response: ChatResponse, facts: RoutingFacts) -> dict:
         return chat_response.encode_response(response, facts)
@@ -22,8 +24,11 @@ class OpenAIChatFormat:
     def stream_encoder(self, request: ChatRequest) -> StreamEncoder:
         return StreamEncoder(include_usage=request.include_usage)
 
-    def error_body(self, error: CostrError) -> dict:
-        return default_error_body(error)
+    def encode_error(self, error: CostrError) -> tuple[int, dict]:
+        return error.status, default_error_body(error)
+
+    def encode_token_count(self, tokens: int) -> dict:
+        return {"input_tokens": tokens}
 
     def recognises(self, body: dict, headers) -> bool:
         return "anthropic-version" not in headers and "system" not in body

@@ -38,7 +38,10 @@ class _Body(BaseModel):
     n: int | None = Field(default=None, ge=1)
 
 
-def decode_request(body: bytes) -> ChatRequest:
+SESSION_HEADERS = ("x-session-id", "x-claude-code-session-id")
+
+
+def decode_request(body: bytes, headers=None) -> ChatRequest:
     raw = parse_json_object(body)
     try:
         b = _Body.model_validate(raw)
@@ -58,7 +61,14 @@ def decode_request(body: bytes) -> ChatRequest:
         response_format=_decode_response_format(b.response_format),
         reasoning_effort=b.reasoning_effort, user=b.user, stream=bool(b.stream),
         include_usage=bool((b.stream_options or {}).get("include_usage")),
-        source_format=FORMAT, raw=raw)
+        source_format=FORMAT, raw=raw, session=_session(headers, b.user))
+
+
+def _session(headers, user: str | None) -> str | None:
+    for name in SESSION_HEADERS:
+        if headers is not None and headers.get(name):
+            return headers[name]
+    return user
 
 
 def _field_error(exc: ValidationError) -> InvalidRequest:
