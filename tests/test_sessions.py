@@ -1,0 +1,79 @@
+"""Agent sessions: a tool loop keeps the tier its ask started in, unless it needs more."""
+from __future__ import annotations
+
+import httpx
+
+from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult
+from costr.sessions import SessionTiers, continues_tool_loop
+
+HARD_ASK = ("Design a lock-free concurrent queue, prove its linearizability invariant step by "
+            "step, and review the edge cases under memory reordering.")
+
+
+def loop_request(session: str, ask: str, result: str = "ok") -> list[dict]:
+    return [{"role": "user", "content": ask},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+             "function": {"name": "read_file", "arguments": "{\"path\": \"q.c\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": result}]
+
+
+def chat_tier(base: str, messages: list[dict], **headers) -> str:
+    response = httpx.post(f"{base}/v1/chat/completions", json={"model": "auto", "messages": messages},
+                          headers=headers, timeout=20)
+    assert response.status_code == 200, response.text
+    return response.json()["x_routing"]["tier"]
+
+
+def test_claude_code_session_header_names_the_session(local_gateway):
+    session = {"x-claude-code-session-id": "s-1"}
+    assert chat_tier(local_gateway, [{"role": "user", "content": HARD_ASK}], **session) == "premium"
+    easy_looking = loop_request("s-1", "Reply exactly: next")
+    assert chat_tier(local_gateway, easy_looking, **session) == "premium"
+
+
+def test_continuations_of_an_easy_loop_stay_cheap_and_of_a_hard_loop_stay_strong(local_gateway):
+    easy, hard = "Reply exactly: listing", HARD_ASK
+    assert chat_tier(local_gateway, [{"role": "user", "content": easy}], **{"x-session-id": "easy"}) == "budget"
+    assert chat_tier(local_gateway, [{"role": "user", "content": hard}], **{"x-session-id": "hard"}) == "premium"
+    # A continuation whose visible ask is easy, in the session whose loop started hard:
+    messages = loop_request("hard", easy)
+    assert chat_tier(local_gateway, messages, **{"x-session-id": "hard"}) == "premium"
+    assert chat_tier(local_gateway, messages, **{"x-session-id": "easy"}) == "budget"
+    assert chat_tier(local_gateway, messages) == "budget"  # no session: scored alone
+
+
+def test_the_openai_user_field_names_the_session(local_gateway):
+    httpx.post(f"{local_gateway}/v1/chat/completions", timeout=20,
+               json={"model": "auto", "user": "u-7", "messages": [{"role": "user", "content": HARD_ASK}]})
+    response = httpx.post(f"{local_gateway}/v1/chat/completions", timeout=20, json={
+        "model": "auto", "user": "u-7", "messages": loop_request("u-7", "Reply exactly: ok")})
+    assert response.json()["x_routing"]["tier"] == "premium"
+
+
+def test_a_new_user_turn_is_scored_afresh(local_gateway):
+    chat_tier(local_gateway, [{"role": "user", "content": HARD_ASK}], **{"x-session-id": "s-2"})
+    messages = [{"role": "user", "content": HARD_ASK}, {"role": "assistant", "content": "Done."},
+                {"role": "user", "content": "Reply exactly: thanks"}]
+    assert chat_tier(local_gateway, messages, **{"x-session-id": "s-2"}) == "budget"
+
+
+def test_continues_tool_loop_only_for_pure_tool_results():
+    result = ToolResult("call_1", [Text("data")])
+    assert continues_tool_loop(ChatRequest([Message("user", [Text("hi")]),
+                                            Message("assistant", [ToolCall("call_1", "f", "{}")]),
+                                            Message("user", [result])]))
+    assert not continues_tool_loop(ChatRequest([Message("user", [result, Text("and now this")])]))
+    assert not continues_tool_loop(ChatRequest([Message("user", [Text("hi")])]))
+    assert not continues_tool_loop(ChatRequest([Message("user", [Image(url="http://x/y.png")])]))
+
+
+def test_session_memory_is_bounded_and_forgets_idle_sessions():
+    now = [0.0]
+    tiers = SessionTiers(max_sessions=2, ttl_seconds=10, clock=lambda: now[0])
+    tiers.remember("a", "premium")
+    tiers.remember("b", "budget")
+    assert tiers.started_tier("a") == "premium"   # refreshes a
+    tiers.remember("c", "standard")               # evicts b, the least recently used
+    assert tiers.started_tier("b") is None
+    now[0] = 11
+    assert tiers.started_tier("a") is None and tiers.started_tier("c") is None
