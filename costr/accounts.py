@@ -1,0 +1,142 @@
+"""Keys, credits and the ledger: the records Costr keeps, and the store that keeps them.
+
+Money is held as integer micro-dollars (1 USD = 1,000,000) so balances add up exactly.
+A key's secret is `cr-` plus 43 URL-safe random characters; only its SHA-256 is stored, with a
+short prefix kept for display.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Protocol
+
+MICROS = 1_000_000
+KEY_PREFIX = "cr-"
+DISPLAY_CHARS = 10  # "cr-" and the first 7 random characters
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    return secret[:DISPLAY_CHARS]
+
+
+def usd_to_micros(usd: float) -> int:
+    return round(usd * MICROS)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str                  # stable id (hex), never the secret
+    name: str
+    prefix: str              # display prefix, e.g. "cr-AbC12xY"
+    admin: bool = False
+    balance_micros: int | None = None   # None: unlimited
+    reserved_micros: int = 0
+    rpm: int | None = None   # requests per minute, None: no limit
+    tpm: int | None = None   # tokens per minute, None: no limit
+    revoked: bool = False
+    created_at: float = 0.0
+
+    @property
+    def unlimited(self) -> bool:
+        return self.balance_micros is None
+
+
+@dataclass(slots=True)
+class LedgerRecord:
+    """One request, whatever became of it."""
+    id: str                      # the request id, returned to the client as x-request-id
+    key_id: str
+    ts: float                    # when the request arrived (epoch seconds)
+    day: str                     # its UTC date, YYYY-MM-DD
+    family: str                  # the API format, e.g. openai-chat
+    requested_model: str = ""
+    routed_model: str = ""
+    provider: str = ""
+    tier: str | None = None
+    policy: str | None = None
+    complexity: float | None = None
+    confidence: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    usage_estimated: bool = False
+    cost_micros: int = 0         # what the answer cost at the model's prices
+    charged_micros: int = 0      # what the key was debited (never above what was reserved)
+    baseline_micros: int = 0     # what the baseline model would have cost on the same usage
+    savings_percent: float = 0.0
+    cache_hit: bool = False
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    status: int = 200            # the status the client received
+    upstream_status: int | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Feedback:
+    request_id: str
+    key_id: str
+    rating: int
+    comment: str = ""
+    ts: float = 0.0
+
+
+class Store(Protocol):
+    """Where keys, credits, the ledger and feedback live: SQLite or PostgreSQL. Every method is
+    safe under concurrency, across processes sharing the database."""
+
+    async def migrate(self) -> None:
+        """Apply the versioned schema migrations not yet applied."""
+
+    async def close(self) -> None: ...
+
+    # keys
+    async def create_key(self, key: ApiKey, secret_hash: str) -> None: ...
+
+    async def key_by_hash(self, secret_hash: str) -> ApiKey | None: ...
+
+    async def key_by_id_or_prefix(self, ident: str) -> ApiKey | None: ...
+
+    async def list_keys(self) -> list[ApiKey]: ...
+
+    async def count_keys(self) -> int: ...
+
+    async def revoke_key(self, key_id: str) -> bool: ...
+
+    async def top_up(self, key_id: str, micros: int) -> int | None:
+        """Add credit; returns the new balance (None for an unlimited key)."""
+
+    # credits
+    async def reserve(self, key_id: str, micros: int) -> bool:
+        """Atomically hold `micros` against the balance if balance - reserved covers it."""
+
+    async def settle(self, key_id: str, held_micros: int, charge_micros: int) -> None:
+        """Release a hold and debit `charge_micros` (at most the hold) in one step."""
+
+    # ledger
+    async def write_ledger(self, records: list[LedgerRecord]) -> None: ...
+
+    async def usage_by_day(self, key_id: str | None, start_day: str, end_day: str) -> list[dict]:
+        """Rows {day, requests, input_tokens, output_tokens, cached_tokens, cost_usd,
+        baseline_cost_usd, savings_usd, savings_percent}, oldest first."""
+
+    async def stats(self, key_id: str | None, since_ts: float) -> list[dict]:
+        """Per (tier, model) since `since_ts`: requests, errors, cost_usd, baseline_cost_usd,
+        savings_percent, cache_hits, cache_hit_rate, p50_latency_ms, p95_latency_ms,
+        feedback_count, mean_rating."""
+
+    async def requests_page(self, key_id: str | None, limit: int,
+                            before_ts: float | None) -> list[LedgerRecord]: ...
+
+    async def ledger_record(self, request_id: str) -> LedgerRecord | None: ...
+
+    async def add_feedback(self, feedback: Feedback) -> None: ...
