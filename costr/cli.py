@@ -1,4 +1,4 @@
-"""`costr` command line: serve, check, plugins, bench."""
+"""`costr` command line: serve, check, plugins, bench, connect."""
 from __future__ import annotations
 
 import argparse
@@ -33,10 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
     sub.add_parser("bench", help="measure the gateway against a local fake upstream "
                    "(options: costr bench --help)", add_help=False)
+    sub.add_parser("connect", help="print or --write the settings that point a coding agent at "
+                   "this host (options: costr connect --help)", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its options are the benchmark's own
         from . import benchmark
         return benchmark.main(argv[1:])
+    if argv[:1] == ["connect"]:  # needs no plugins or configuration
+        from . import connect
+        return connect.main(argv[1:])
     args = parser.parse_args(argv)
     try:
         registry, pm = _load_plugins()

@@ -218,7 +218,9 @@ async def count_input_tokens(gateway: Gateway, fmt: ApiFormat, body: bytes, head
     count where the provider offers one, else Costr's offline estimate. A model name Costr
     does not know is estimated too, so token counting never fails on it."""
     live = gateway.config.current
-    request = fmt.decode_request(body, headers)
+    # A format whose count requests differ from its chat requests (no max_tokens) says so.
+    decode = getattr(fmt, "decode_count_request", fmt.decode_request)
+    request = decode(body, headers)
     known = request.model in live.auto_names or request.model in live.chat_models
     tokens = None
     if known:

@@ -119,6 +119,7 @@ def test_costr_plugins_lists_what_each_built_in_registers_and_where_from():
     assert registered["openai"]["provider type"] == ["openai"]
     assert registered["openai"]["API format"] == ["openai-chat"]
     assert registered["anthropic"]["provider type"] == ["anthropic"]
+    assert registered["anthropic"]["API format"] == ["anthropic-messages"]
     assert registered["gemini"]["provider type"] == ["gemini"]
     assert registered["heuristic"] == {"scorer": ["heuristic"]}
     assert registered["thresholds"] == {"policy type": ["thresholds"]}

@@ -188,8 +188,6 @@ def test_dry_run_of_an_anthropic_style_body_reports_routing(client, fake):
     assert len(fake.requests) == before
 
 
-@pytest.mark.xfail(strict=True, reason="no Anthropic client-facing API format is registered yet, "
-                   "so dry-run decodes an Anthropic body as OpenAI and drops its top-level system")
 def test_dry_run_decodes_an_anthropic_body_as_anthropic(client):
     body = client.post("/v1/router/dry-run", json=ANTHROPIC_BODY,
                        headers={"anthropic-version": "2023-06-01"}).json()

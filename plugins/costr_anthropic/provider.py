@@ -9,6 +9,7 @@ from costr.conversation import ChatRequest, ChatResponse, Frame, StreamFailure
 from costr.errors import UpstreamError
 from costr.providers import ModelSpec, Provider
 
+from .passthrough import passthrough_request
 from .wire_request import request_to_wire
 from .wire_response import WIRE_FORMAT, response_from_wire
 from .wire_stream import StreamDecoder
@@ -23,9 +24,9 @@ class AnthropicProvider(Provider):
     wire_format = WIRE_FORMAT
 
     async def complete(self, request: ChatRequest, model: ModelSpec) -> ChatResponse:
+        body, headers = self._request(request, model, stream=False)
         reply = await self.http.request(
-            "POST", self._url("/v1/messages"), headers=self._headers(),
-            body=orjson.dumps(self._body(request, model, stream=False)),
+            "POST", self._url("/v1/messages"), headers=headers, body=orjson.dumps(body),
             timeouts=self.settings.timeouts, secret=self.settings.api_key)
         try:
             body = reply.json()
@@ -36,9 +37,9 @@ class AnthropicProvider(Provider):
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
         decoder = StreamDecoder()
+        body, headers = self._request(request, model, stream=True)
         async with self.http.stream(
-                self._url("/v1/messages"), headers=self._headers(),
-                body=orjson.dumps(self._body(request, model, stream=True)),
+                self._url("/v1/messages"), headers=headers, body=orjson.dumps(body),
                 timeouts=self.settings.timeouts, secret=self.settings.api_key) as events:
             async for sse in events:
                 try:
@@ -54,10 +55,10 @@ class AnthropicProvider(Provider):
 
     async def count_tokens(self, request: ChatRequest, model: ModelSpec) -> int | None:
         try:
-            body = self._body(request, model, stream=False)
+            body, headers = self._request(request, model, stream=False)
             counted = {key: body[key] for key in COUNT_TOKENS_FIELDS if key in body}
             reply = await self.http.request(
-                "POST", self._url("/v1/messages/count_tokens"), headers=self._headers(),
+                "POST", self._url("/v1/messages/count_tokens"), headers=headers,
                 body=orjson.dumps(counted), timeouts=self.settings.timeouts,
                 secret=self.settings.api_key)
             return int(reply.json()["input_tokens"])
@@ -70,26 +71,31 @@ class AnthropicProvider(Provider):
         where = self.settings.api_key_env or "api_key_env"
         return [f"provider {self.name}: no API key (set {where})"]
 
-    def _body(self, request: ChatRequest, model: ModelSpec, *, stream: bool) -> dict:
+    def _request(self, request: ChatRequest, model: ModelSpec, *,
+                 stream: bool) -> tuple[dict, dict[str, str]]:
+        """The body and headers to send."""
         if request.source_format == WIRE_FORMAT and request.raw is not None:
-            # Same wire format: forward the client's body, fields Costr doesn't know included.
-            body = dict(request.raw, model=model.wire_name)
+            # Same wire format: forward the client's body, fields Costr doesn't know included,
+            # and the client's version and beta headers, which pair with those fields.
+            body, forwarded = passthrough_request(request.raw, model, request.forward_headers)
         else:
-            body = request_to_wire(request, model)
+            body, forwarded = request_to_wire(request, model), {}
         if stream:
             body["stream"] = True
         else:
             body.pop("stream", None)
-        return body
+        return body, self._headers(forwarded)
 
     def _url(self, path: str) -> str:
         # Operators often copy a base URL ending in /v1 from other tools' settings.
         base = (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
         return base + path
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, forwarded: dict[str, str]) -> dict[str, str]:
+        """Defaults, then the client's forwarded headers, then the operator's from
+        providers.yaml, which win."""
         headers = {"anthropic-version": self.settings.options.get("version", DEFAULT_API_VERSION),
-                   "content-type": "application/json"}
+                   "content-type": "application/json", **forwarded}
         if self.settings.api_key:
             headers["x-api-key"] = self.settings.api_key
         headers.update(self.settings.headers)

@@ -18,6 +18,8 @@ from costr.providers import ModelSpec
 DEFAULT_MAX_TOKENS = 4096        # when neither the request nor the model names a limit
 MIN_THINKING_BUDGET = 1024       # Anthropic rejects smaller budgets
 EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+ADAPTIVE = "adaptive"             # a model's options.thinking when it takes adaptive thinking
+ADAPTIVE_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
 MAX_TEMPERATURE = 1.0            # Anthropic's range is 0..1; OpenAI clients may send up to 2
 MIN_TOP_P_WITH_THINKING = 0.95   # the only top_p values Anthropic accepts while thinking
 # Tool call arguments that are not a JSON object (a model produced broken JSON elsewhere) are
@@ -38,11 +40,13 @@ def request_to_wire(request: ChatRequest, model: ModelSpec) -> dict:
         body["system"] = system
     max_tokens = max_tokens_for(request, model)
     budget = thinking_budget_for(request, model, messages)
-    if budget:
+    if budget and model.options.get("thinking") == ADAPTIVE:
+        body.update(adaptive_thinking(request))  # no budget: the model decides, led by effort
+    elif budget:
         max_tokens, budget = fit_thinking(budget, max_tokens, model.max_output_tokens)
+        if budget:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     body["max_tokens"] = max_tokens
-    if budget:
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     body.update(sampling_to_wire(request, thinking=bool(budget)))
     if request.stop:
         body["stop_sequences"] = list(request.stop)
@@ -65,14 +69,14 @@ def thinking_budget_for(request: ChatRequest, model: ModelSpec, messages: list[d
         return None  # a model without extended thinking answers a `thinking` field with a 400
     if request.tool_choice and request.tool_choice.mode in ("any", "tool"):
         return None  # Anthropic refuses thinking together with a forced tool choice
-    if not _history_allows_thinking(messages):
+    if not history_allows_thinking(messages):
         return None
     if request.thinking_budget:
         return max(MIN_THINKING_BUDGET, request.thinking_budget)
     return EFFORT_BUDGETS.get(request.reasoning_effort or "")
 
 
-def _history_allows_thinking(messages: list[dict]) -> bool:
+def history_allows_thinking(messages: list[dict]) -> bool:
     """Anthropic refuses thinking with a prefilled answer (a final assistant turn). And while a
     tool loop is open (the last user turn carries tool results), it requires the assistant turn
     that called the tools to start with a thinking block; a turn answered by another model, or
@@ -85,6 +89,16 @@ def _history_allows_thinking(messages: list[dict]) -> bool:
         return True
     first = messages[-2]["content"][0]["type"]
     return first in ("thinking", "redacted_thinking")
+
+
+def adaptive_thinking(request: ChatRequest) -> dict:
+    """Thinking for a model marked `options: {thinking: adaptive}` (Claude 4.6 on; some later
+    models refuse a budget)."""
+    out: dict = {"thinking": {"type": ADAPTIVE}}
+    effort = ADAPTIVE_EFFORTS.get(request.reasoning_effort or "")
+    if effort:
+        out["output_config"] = {"effort": effort}
+    return out
 
 
 def fit_thinking(budget: int, max_tokens: int, limit: int | None) -> tuple[int, int | None]:

@@ -9,6 +9,9 @@ from . import chat_request, chat_response
 from .chat_stream import StreamEncoder
 
 
+CONTENT_PART_TYPES = {"text", "image_url", "input_audio", "file", "refusal", "input_text"}
+
+
 class OpenAIChatFormat:
     name = chat_request.FORMAT
     paths = ("/v1/chat/completions", "/chat/completions")
@@ -31,4 +34,10 @@ class OpenAIChatFormat:
         return {"input_tokens": tokens}
 
     def recognises(self, body: dict, headers) -> bool:
-        return "anthropic-version" not in headers and "system" not in body
+        """Only this family's vocabulary: no other family's version header or top-level system
+        prompt, and every content part of a type Chat Completions has."""
+        if "anthropic-version" in headers or "system" in body:
+            return False
+        return all(isinstance(part, dict) and part.get("type") in CONTENT_PART_TYPES
+                   for message in body.get("messages") or [] if isinstance(message, dict)
+                   if isinstance(message.get("content"), list) for part in message["content"])

@@ -1,12 +1,15 @@
 """Encoding a neutral ChatRequest as an OpenAI Chat Completions body for an upstream."""
 from __future__ import annotations
 
+import hashlib
+
 from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult
 from costr.providers import ModelSpec
 
 from .chat_request import FORMAT
 
 _EFFORT_BY_BUDGET = ((4096, "high"), (2048, "medium"), (0, "low"))
+MAX_USER_CHARS = 64
 
 
 def request_to_wire(request: ChatRequest, model: ModelSpec, stream: bool) -> dict:
@@ -54,9 +57,11 @@ def _translate(request: ChatRequest, model: ModelSpec) -> dict:
     body: dict = {"messages": messages}
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
-    for name in ("temperature", "top_p", "user"):
+    for name in ("temperature", "top_p"):
         if getattr(request, name) is not None:
             body[name] = getattr(request, name)
+    if request.user:
+        body["user"] = _user_id(request.user)
     if request.stop:
         body["stop"] = request.stop
     if request.tools:
@@ -136,6 +141,14 @@ def _response_format(fmt) -> dict:
             spec["strict"] = fmt.strict
         return {"type": "json_schema", "json_schema": spec}
     return {"type": "json_object"}
+
+
+def _user_id(user: str) -> str:
+    """OpenAI refuses a `user` over 64 characters; other families' user ids (an agent's
+    account-and-session string) run longer. A longer one is sent as a stable digest of it."""
+    if len(user) <= MAX_USER_CHARS:
+        return user
+    return "sha256-" + hashlib.sha256(user.encode()).hexdigest()[:MAX_USER_CHARS - 7]
 
 
 def _effort_for_budget(budget: int | None) -> str | None:

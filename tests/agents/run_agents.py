@@ -1,0 +1,393 @@
+"""Run real coding agents (Claude Code, Hermes Agent) through Costr against the fake upstream.
+
+    python tests/agents/run_agents.py [--agent claude-code|hermes|all] [--upstream openai|anthropic|all]
+                                      [--claude PATH] [--hermes PATH] [--timeout S] [--keep]
+                                      [--env NAME=VALUE ...] [--quiet]
+
+Installs nothing: see tests/agents/README.md. For each agent and upstream type it starts the
+fake upstream (in this process, so what it received can be inspected), `costr serve` with a
+temporary providers.yaml whose one provider is that fake, and a small recording relay between
+the agent and Costr (to report what the agent itself sent). The agent is configured with
+`costr connect AGENT --write`, asked to read notes.txt, and the fake answers with a call to
+the agent's own file-reading tool, then, once the tool's result comes back, a final text.
+PASS needs: the agent exits 0, prints the final text, and the fake received the tool's result
+holding notes.txt's content (so the tool really ran and the result made it back through Costr).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+from costr.testing import _fake_anthropic, _fake_openai
+from costr.testing._fake_answers import Answer, Ask, ToolCall
+from costr.testing.fake_upstream import FakeUpstream, new_event_loop
+
+PROMPT = "Read the file notes.txt and tell me what it says"
+FINAL = "COSTR-AGENT-CHECK: I read notes.txt through my file tool."
+KEY = "cr-test-agents"
+
+
+@dataclass
+class AgentSpec:
+    name: str                                 # as `costr connect` names it
+    executable: str
+    read_tool: str                            # the agent's own file-reading tool ...
+    read_arguments: Callable[[Path], dict]    # ... and its arguments, given notes.txt's path
+    command: Callable[[str], list[str]]       # argv, given the executable
+    default_paths: list[str]                  # where README's install steps put it
+    env: dict = field(default_factory=dict)   # what keeps it offline and non-interactive
+
+
+AGENTS = {
+    "claude-code": AgentSpec(
+        name="claude-code", executable="claude", read_tool="Read", read_arguments=lambda path: {"file_path": str(path)},
+        command=lambda exe: [exe, "-p", PROMPT, "--setting-sources", "local"],
+        default_paths=["/tmp/agents/node_modules/.bin/claude"],
+        env={"DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
+             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_BUG_COMMAND": "1"}),
+    "hermes": AgentSpec(
+        name="hermes", executable="hermes", read_tool="read_file", read_arguments=lambda path: {"path": str(path)},
+        command=lambda exe: [exe, "-z", PROMPT],
+        default_paths=["/tmp/hermes-venv/bin/hermes"],
+        env={"HERMES_ACCEPT_HOOKS": "1"}),
+}
+WIRE = {"openai": _fake_openai, "anthropic": _fake_anthropic}
+
+
+class ToolThenAnswer:
+    """The fake's answers for one run: a call to `tool` the first time the agent offers it, the
+    final text once that tool's result comes back, and "ok" to anything else (an agent's side
+    requests, such as a title or a quota check, so they cannot use up the scripted answers)."""
+
+    def __init__(self, tool: str, arguments: dict):
+        self.tool, self.arguments, self.called = tool, arguments, False
+
+    def next_answer(self, ask: Ask) -> Answer:
+        if self.called and ask.last_is_tool_result:
+            return Answer(text=FINAL)
+        if not self.called and any(t.name == self.tool for t in ask.tools):
+            self.called = True
+            return Answer(tool_calls=[ToolCall(self.tool, self.arguments)])
+        return Answer(text="ok")
+
+
+# -- processes and servers ---------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def costr_serve(tmp: Path, upstream: str, fake_url: str):
+    """`costr serve` on a free port with one provider of type `upstream` pointing at the fake."""
+    base_url = f"{fake_url}/v1" if upstream == "openai" else fake_url
+    models = "\n".join(
+        f"  - {{id: fake-{tier}, provider: fake, tier: {tier}, price: {{input: {i}, output: {o}}}, "
+        f"context_window: 262144, max_output_tokens: 32000, capabilities: [tools, vision, json_output]}}"
+        for tier, i, o in [("budget", 0.1, 0.4), ("standard", 1, 4), ("premium", 5, 20)])
+    (tmp / "providers.yaml").write_text(
+        "tiers: [budget, standard, premium]\nbaseline: fake-premium\n"
+        "routing: {scorer: heuristic, default_policy: balanced}\n"
+        f"providers:\n  fake: {{type: {upstream}, base_url: \"{base_url}\"}}\nmodels:\n{models}\n")
+    policies = tmp / "routing_policies"
+    policies.mkdir()
+    (policies / "balanced.yaml").write_text("type: thresholds\nthresholds: {standard: 0.35, premium: 0.7}\n")
+    port = free_port()
+    log = open(tmp / "costr.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "costr", "serve", "--port", str(port), "--providers",
+         str(tmp / "providers.yaml"), "--policies", str(policies), "--log-level", "debug"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/router/health", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+        log.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a process this script started, and whatever it started in its session."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class RecordingRelay:
+    """Relays every request to Costr unchanged, streaming the answer back, and records what the
+    agent sent (method, path, headers, JSON body) and the status Costr answered."""
+
+    HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+
+    def __init__(self, target: str):
+        self.target, self.seen = target, []
+        self.port = free_port()
+        self.loop = new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread.start()
+        asyncio_run(self.loop, self._open())
+        return self
+
+    def __exit__(self, *exc):
+        asyncio_run(self.loop, self._close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _open(self):
+        self.session = ClientSession(auto_decompress=False, timeout=ClientTimeout(total=None))
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._relay)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def _close(self):
+        await self.runner.cleanup()
+        await self.session.close()
+
+    async def _relay(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        entry = {"method": request.method, "path": request.path_qs, "body": body, "status": None,
+                 "headers": {k.lower(): v for k, v in request.headers.items()
+                             if k.lower() not in ("authorization", "x-api-key")}}
+        self.seen.append(entry)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in self.HOP}
+        async with self.session.request(request.method, self.target + request.path_qs,
+                                        headers=headers, data=raw) as upstream:
+            entry["status"] = upstream.status
+            response = web.StreamResponse(status=upstream.status, headers={
+                k: v for k, v in upstream.headers.items() if k.lower() not in self.HOP})
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionError:
+                entry["status"] = f"{upstream.status}, the agent closed the connection mid-answer"
+            return response
+
+
+def asyncio_run(loop, coroutine):
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    agent: str
+    upstream: str
+    passed: bool
+    reason: str
+    evidence: list[str]
+
+
+def run_one(spec: AgentSpec, executable: str, upstream: str, timeout: float, keep: bool,
+            extra_env: dict | None = None) -> Outcome:
+    tmp = Path(tempfile.mkdtemp(prefix=f"costr-{spec.name}-{upstream}-"))
+    try:
+        outcome = _run_in(tmp, spec, executable, upstream, timeout, extra_env or {})
+    except Exception as exc:  # a harness failure is a FAIL with its reason, not a traceback
+        outcome = Outcome(spec.name, upstream, False, f"harness error: {exc!r}", [])
+    if keep:
+        outcome.evidence.append(f"files kept in {tmp} (agent.out, costr.log, *_requests.json)")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return outcome
+
+
+def _run_in(tmp: Path, spec: AgentSpec, executable: str, upstream: str, timeout: float,
+            extra_env: dict) -> Outcome:
+    work, home = tmp / "work", tmp / "home"
+    work.mkdir()
+    home.mkdir()
+    secret = f"The launch code is PELICAN-{secrets.token_hex(4)}."
+    notes = work / "notes.txt"
+    notes.write_text(secret + "\n")
+    script = ToolThenAnswer(spec.read_tool, spec.read_arguments(notes))
+    with FakeUpstream() as fake:
+        fake.script = script
+        with costr_serve(tmp, upstream, fake.url) as costr, RecordingRelay(costr) as relay:
+            env = {**agent_env(spec, executable, home), **extra_env}
+            connect = subprocess.run(
+                [sys.executable, "-m", "costr", "connect", spec.name, "--base-url", relay.url,
+                 "--key", KEY, "--write"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+            if connect.returncode != 0:
+                return Outcome(spec.name, upstream, False, f"costr connect failed: {connect.stderr.strip()}", [])
+            result = run_agent(spec.command(executable), work, env, timeout)
+        received = list(fake.requests)
+    evidence = describe(relay.seen, received, upstream)
+    (tmp / "agent.out").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    (tmp / "agent_requests.json").write_text(json.dumps(relay.seen, indent=1))
+    (tmp / "upstream_requests.json").write_text(json.dumps([r._asdict() for r in received], indent=1))
+    verdict = judge(spec, result, received, upstream, secret, script.called)
+    return Outcome(spec.name, upstream, verdict is None, verdict or "all checks held", evidence)
+
+
+def agent_env(spec: AgentSpec, executable: str, home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ANTHROPIC_", "OPENAI_", "CLAUDE_", "HERMES_", "OPENROUTER_", "COSTR_"))}
+    env.update(spec.env, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+               PATH=os.pathsep.join([str(Path(executable).parent), str(Path(sys.executable).parent),
+                                     env.get("PATH", "")]))
+    return env
+
+
+def run_agent(argv: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(process)
+        out, err = process.communicate()
+        return subprocess.CompletedProcess(argv, -9, out, err + f"\n[timed out after {timeout:.0f}s]")
+    stop(process)  # anything the agent left running in its session
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
+def judge(spec, result, received, upstream, secret, called) -> str | None:
+    """None when the run passed, else why it did not."""
+    if result.returncode != 0:
+        return f"agent exited {result.returncode}: {tail(result.stderr or result.stdout)}"
+    if not called:
+        return (f"the agent never offered its {spec.read_tool!r} tool upstream "
+                f"({len(received)} requests reached the fake)")
+    if FINAL not in result.stdout:
+        return f"the final text is not in the agent's output: {tail(result.stdout)}"
+    results = [ask.last_text for ask in asks(received, upstream) if ask.last_is_tool_result]
+    if not any(secret in text for text in results):
+        return f"no request to the fake carried the tool result with notes.txt's content: {results!r:.300}"
+    return None
+
+
+def asks(received, upstream: str) -> list[Ask]:
+    chat = "/v1/chat/completions" if upstream == "openai" else "/v1/messages"
+    return [WIRE[upstream].read_ask(r.body) for r in received
+            if r.path.split("?")[0] == chat and isinstance(r.body, dict)]
+
+
+def describe(seen: list[dict], received, upstream: str) -> list[str]:
+    lines = [f"agent sent {len(seen)} requests to Costr:"]
+    for user_agent in sorted({e["headers"].get("user-agent", "?") for e in seen}):
+        paths = sorted({e["path"].split("?")[0] for e in seen if e["headers"].get("user-agent", "?") == user_agent})
+        lines.append(f"  user-agent {user_agent!r} on {', '.join(paths)}")
+    for e in seen:
+        body = e["body"] if isinstance(e["body"], dict) else {}
+        line = f"  {e['method']} {e['path']} -> {e['status']}"
+        if "messages" in body:
+            tools = [t.get("name") or (t.get("function") or {}).get("name") for t in body.get("tools") or []]
+            line += (f"  model={body.get('model')} stream={body.get('stream')} "
+                     f"messages={len(body['messages'])} max_tokens={body.get('max_tokens')} "
+                     f"tools({len(tools)})={','.join(map(str, tools))[:160]}")
+            extras = sorted(set(body) - {"model", "stream", "messages", "max_tokens", "tools"})
+            line += f"  other keys={','.join(extras)}"
+        lines.append(line)
+    lines.append(f"Costr sent {len(received)} requests to the {upstream}-type fake:")
+    for r in received:
+        body = r.body if isinstance(r.body, dict) else {}
+        last = (body.get("messages") or [{}])[-1]
+        lines.append(f"  POST {r.path} model={body.get('model')} stream={body.get('stream')} "
+                     f"max_tokens={body.get('max_tokens')} tools={len(body.get('tools') or [])} "
+                     f"messages={len(body.get('messages') or [])} last={json.dumps(last)[:160]}")
+    return lines
+
+
+def tail(text: str, chars: int = 400) -> str:
+    text = " ".join((text or "").split())
+    return text[-chars:] if text else "(nothing)"
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def find_executable(name: str, given: str | None) -> str | None:
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    found = shutil.which(AGENTS[name].executable)
+    return found or next((p for p in AGENTS[name].default_paths if os.access(p, os.X_OK)), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agent", choices=["claude-code", "hermes", "all"], default="all")
+    parser.add_argument("--upstream", choices=["openai", "anthropic", "all"], default="all")
+    parser.add_argument("--claude", help="the claude executable (default: PATH, then /tmp/agents)")
+    parser.add_argument("--hermes", help="the hermes executable (default: PATH, then /tmp/hermes-venv)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per agent run")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra environment variable for the agent (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep each run's temporary directory")
+    parser.add_argument("--quiet", action="store_true", help="print the verdicts only")
+    args = parser.parse_args(argv)
+    names = list(AGENTS) if args.agent == "all" else [args.agent]
+    upstreams = ["openai", "anthropic"] if args.upstream == "all" else [args.upstream]
+    outcomes = []
+    for name in names:
+        executable = find_executable(name, args.claude if name == "claude-code" else args.hermes)
+        for upstream in upstreams:
+            if executable is None:
+                outcome = Outcome(name, upstream, False, f"{AGENTS[name].executable} not found (see tests/agents/README.md)", [])
+            else:
+                print(f"running {name} ({executable}) through Costr, {upstream}-type upstream ...", flush=True)
+                extra = dict(item.split("=", 1) for item in args.env)
+                outcome = run_one(AGENTS[name], executable, upstream, args.timeout, args.keep, extra)
+            outcomes.append(outcome)
+            if not args.quiet:
+                print("\n".join(outcome.evidence))
+            print(f"{'PASS' if outcome.passed else 'FAIL'}: {name} x {upstream} upstream: {outcome.reason}\n",
+                  flush=True)
+    failed = [o for o in outcomes if not o.passed]
+    print(f"{len(outcomes) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
