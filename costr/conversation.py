@@ -63,7 +63,15 @@ class Thinking:
 
 
 Part = Union[Text, Image, ToolCall, ToolResult, Thinking]
-Role = Literal["user", "assistant"]
+# "system" is an instruction given mid-conversation (agents send these); the leading system
+# prompt lives in ChatRequest.system. A format with no such role folds it into a user turn
+# with `system_reminder`.
+Role = Literal["user", "assistant", "system"]
+
+
+def system_reminder(message: "Message") -> "Text":
+    """A mid-conversation system message as user-turn text, for formats without the role."""
+    return Text("<system-reminder>\n" + text_of(message.parts) + "\n</system-reminder>")
 
 
 @dataclass(slots=True)

@@ -192,3 +192,12 @@ def test_stream_without_usage_has_no_usage_fields_at_all(local_gateway):
         body = response.read().decode()
     assert '"usage"' not in body  # Costr asked the upstream for usage, the client did not
     assert body.endswith("data: [DONE]\n\n")
+
+
+def test_a_system_message_mid_conversation_keeps_its_place(client, fake_upstream):
+    client.chat.completions.create(model="auto", messages=[
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."}, {"role": "system", "content": "Now be formal."},
+        {"role": "user", "content": "Reply exactly: ok"}])
+    roles = [m["role"] for m in fake_upstream.requests[-1].body["messages"]]
+    assert roles == ["system", "user", "assistant", "system", "user"]

@@ -241,7 +241,7 @@ def test_invalid_fields_are_named(upstream):
         "invalid_request_error")
     assert message.startswith("temperature: ")
     message = assert_anthropic_error(httpx.post(url, json={
-        "model": "auto", "max_tokens": 32, "messages": [{"role": "system", "content": "x"}]}), 400,
+        "model": "auto", "max_tokens": 32, "messages": [{"role": "wizard", "content": "x"}]}), 400,
         "invalid_request_error")
     assert message.startswith("messages.0.role: ")
     assert_anthropic_error(httpx.post(url, content=b"{not json"), 400, "invalid_request_error")
@@ -284,3 +284,20 @@ def test_openai_upstream_failure_is_an_anthropic_shaped_error(local_gateway, fak
     assert caught.value.body["type"] == "error"
     assert caught.value.body["error"]["type"] == "api_error"
     assert "boom" in caught.value.body["error"]["message"]
+
+
+def test_a_mid_conversation_system_message_keeps_its_place(upstream):
+    """Claude Code sends `role: system` inside `messages` (with a beta) for models it does not
+    know, such as `auto`: it must be accepted and carried to any upstream."""
+    base_url, fake, kind = upstream
+    messages = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."},
+                {"role": "system", "content": "Available agent types: general."},
+                {"role": "user", "content": "Reply exactly: ok"}]
+    response = httpx.post(f"{base_url}/v1/messages", json={"model": "auto", "max_tokens": 32,
+                          "messages": messages}, headers={"anthropic-version": "2023-06-01"})
+    assert response.status_code == 200, response.text
+    sent = fake.requests[-1].body
+    if kind in ("openai", "anthropic"):  # OpenAI has the role; Anthropic gets the body as sent
+        assert sent["messages"][2] == {"role": "system", "content": "Available agent types: general."}
+    else:
+        assert "Available agent types: general." in str(sent["contents"])

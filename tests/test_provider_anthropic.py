@@ -543,3 +543,16 @@ def test_stream_decoder_skips_blocks_without_a_neutral_form():
     assert end.stop_reason == "stop_sequence" and end.stop_sequence == "END"
     assert (end.usage.input_tokens, end.usage.cached_input_tokens, end.usage.output_tokens) == (105, 100, 9)
     assert decoder.finish() == []
+
+
+def test_a_mid_conversation_system_message_rides_in_a_user_turn():
+    from costr.conversation import Message, Text
+    request = ChatRequest(messages=[Message("user", [Text("Hello")]),
+                                    Message("assistant", [Text("Hi.")]),
+                                    Message("system", [Text("Be brief.")]),
+                                    Message("user", [Text("Go on")])])
+    turns = request_to_wire(request, HAIKU)["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[2]["content"] == [
+        {"type": "text", "text": "<system-reminder>\nBe brief.\n</system-reminder>"},
+        {"type": "text", "text": "Go on"}]

@@ -127,16 +127,19 @@ def _response_format(output_config: dict | None, output_format: dict | None) -> 
 
 # ---- system, tools and tool choice ----------------------------------------------------------------
 
-def decode_system(system) -> list[Text]:
+def decode_system(system, where: str = "system") -> list[Text]:
+    """The top-level `system`, or a mid-conversation system message's content."""
     if system is None:
         return []
     if isinstance(system, str):
         return [Text(system)] if system else []
+    if not isinstance(system, list):
+        raise invalid(where, "Input should be a valid string or a list of text blocks")
     texts = []
     for i, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text":
-            raise invalid(f"system.{i}.type", "Input should be 'text'")
-        texts.append(_text(block, f"system.{i}"))
+            raise invalid(f"{where}.{i}.type", "Input should be 'text'")
+        texts.append(_text(block, f"{where}.{i}"))
     return [t for t in texts if t.text]
 
 
@@ -177,11 +180,14 @@ def decode_messages(items: list) -> list[Message]:
         if not isinstance(item, dict):
             raise invalid(where, "Input should be a valid dictionary")
         role = item.get("role")
-        if role not in ("user", "assistant"):
-            raise invalid(f"{where}.role", "Input should be 'user' or 'assistant' (a system "
-                          "prompt goes in the top-level `system` field)")
+        if role not in ("user", "assistant", "system"):
+            raise invalid(f"{where}.role", f"Unexpected role {role!r}: input message roles are "
+                          "'user', 'assistant' and (mid-conversation) 'system'")
         if "content" not in item:
             raise invalid(f"{where}.content", "Field required")
+        if role == "system":  # a mid-conversation instruction (Claude Code sends these)
+            messages.append(Message("system", decode_system(item["content"], f"{where}.content")))
+            continue
         messages.append(Message(role, decode_content(item["content"], where, role, names)))
     return messages
 

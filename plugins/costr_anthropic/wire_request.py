@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from costr.conversation import (ChatRequest, Image, Message, ResponseFormat, Text, Thinking,
+                                system_reminder,
                                 ToolCall, ToolChoice, ToolResult)
 from costr.errors import InvalidRequest
 from costr.providers import ModelSpec
@@ -187,13 +188,16 @@ def messages_to_wire(messages: list[Message]) -> list[dict]:
     same role, which Anthropic requires to alternate."""
     turns: list[dict] = []
     for message in messages:
-        blocks = [block for part in message.parts if (block := part_to_wire(part)) is not None]
+        role, parts = message.role, message.parts
+        if role == "system":  # no such role without a beta: the instruction rides in a user turn
+            role, parts = "user", [system_reminder(message)]
+        blocks = [block for part in parts if (block := part_to_wire(part)) is not None]
         if not blocks:
             continue
-        if turns and turns[-1]["role"] == message.role:
+        if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
-            turns.append({"role": message.role, "content": blocks})
+            turns.append({"role": role, "content": blocks})
     for turn in turns:
         if turn["role"] == "user":
             turn["content"] = _tool_results_first(turn["content"])

@@ -15,7 +15,7 @@ import orjson
 
 from costr.conversation import (
     ChatRequest, ChatResponse, Image, Message, StopReason, Text, Thinking, ToolCall, ToolResult,
-    Usage, text_of,
+    Usage, system_reminder, text_of,
 )
 from costr.errors import InvalidRequest
 from costr.providers import ModelSpec
@@ -56,7 +56,8 @@ def contents_to_wire(messages: list[Message]) -> list[dict]:
     contents: list[dict] = []
     for message in messages:
         role = "model" if message.role == "assistant" else "user"
-        parts = _parts_to_wire(message.parts, names)
+        parts = _parts_to_wire([system_reminder(message)] if message.role == "system"
+                               else message.parts, names)
         if not parts:
             continue
         if contents and contents[-1]["role"] == role:

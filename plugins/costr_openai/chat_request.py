@@ -88,7 +88,11 @@ def _decode_messages(items: list[dict]) -> tuple[list[Text], list[Message]]:
         role = m.get("role")
         where = f"messages[{i}]"
         if role in ("system", "developer"):
-            system += [p for p in _content_parts(m.get("content"), where) if isinstance(p, Text)]
+            texts = [p for p in _content_parts(m.get("content"), where) if isinstance(p, Text)]
+            if messages:  # an instruction mid-conversation keeps its place
+                messages.append(Message("system", texts))
+            else:
+                system += texts
         elif role == "user":
             messages.append(Message("user", _content_parts(m.get("content"), where)))
         elif role == "assistant":

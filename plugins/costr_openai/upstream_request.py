@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
-from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult
+from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult, text_of
 from costr.providers import ModelSpec
 
 from .chat_request import FORMAT
@@ -53,7 +53,12 @@ def _translate(request: ChatRequest, model: ModelSpec) -> dict:
     if request.system:
         messages.append({"role": "system", "content": "\n\n".join(t.text for t in request.system)})
     for message in request.messages:
-        messages += _user_messages(message) if message.role == "user" else [_assistant(message)]
+        if message.role == "system":
+            messages.append({"role": "system", "content": text_of(message.parts)})
+        elif message.role == "user":
+            messages += _user_messages(message)
+        else:
+            messages.append(_assistant(message))
     body: dict = {"messages": messages}
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
