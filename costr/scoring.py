@@ -1,6 +1,7 @@
 """What a complexity scorer returns, and the request facts scorers and the router share."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .conversation import ChatRequest, Image, Text, ToolCall, ToolResult, Thinking, text_of
@@ -13,13 +14,21 @@ class Complexity:
     signals: dict = field(default_factory=dict)
 
 
+# Agents wrap context they inject into the user's turn (file listings, reminders, memory) in
+# these tags; it is boilerplate, not the ask.
+_INJECTED = re.compile(r"<(system-reminder|context|environment_details)>.*?</\1>", re.S)
+
+
 def user_ask(request: ChatRequest, limit: int = 12_000) -> str:
     """What the user asked: the text of the last user turn that has text of its own (tool
-    results are the agent loop talking, not the user). Long asks keep head and tail."""
+    results are the agent loop talking, not the user), without agent-injected context.
+    Long asks keep head and tail."""
     for message in reversed(request.messages):
         if message.role != "user":
             continue
         text = "".join(p.text for p in message.parts if isinstance(p, Text))
+        if "<" in text:
+            text = _INJECTED.sub("", text)
         if text.strip():
             return text if len(text) <= limit else text[: limit // 2] + "\n" + text[-limit // 2:]
     return ""

@@ -77,3 +77,11 @@ def test_session_memory_is_bounded_and_forgets_idle_sessions():
     assert tiers.started_tier("b") is None
     now[0] = 11
     assert tiers.started_tier("a") is None and tiers.started_tier("c") is None
+
+
+def test_agent_injected_context_does_not_make_an_ask_look_hard():
+    from costr.scoring import user_ask
+    reminder = ("<system-reminder>\nAs you answer, use this context: " + "design architecture "
+                "algorithm security review " * 200 + "\n</system-reminder>")
+    request = ChatRequest([Message("user", [Text(reminder), Text("Read the file notes.txt")])])
+    assert user_ask(request) == "Read the file notes.txt"
