@@ -15,7 +15,12 @@ from starlette.routing import Route
 from . import endpoints
 from .errors import CostrError, NotFound, default_error_body
 from .live_config import ConfigHolder
+from .accounting import Books
+from .auth import KeyCache
+from .ledger import LedgerWriter
+from .limits import open_limiter
 from .pipeline import Gateway, answer_chat, count_input_tokens, json_response
+from .store import open_store
 from .sessions import SessionTiers
 from .plugins import Registry, collect, make_plugin_manager
 from .upstream import Upstream
@@ -24,21 +29,36 @@ log = logging.getLogger("costr")
 
 
 def create_app(*, providers_path: str | Path, policies_dir: str | Path,
-               registry: Registry | None = None, watch_seconds: float = 1.0) -> Starlette:
+               registry: Registry | None = None, watch_seconds: float = 1.0,
+               database: str | None = None, data_dir: str | Path | None = None,
+               limits: str | None = None) -> Starlette:
+    """`database`: a PostgreSQL URL or sqlite:///PATH (default: SQLite in `data_dir`);
+    `limits`: memory:// (default) or redis://HOST:PORT/DB for limits shared by instances."""
     registry = registry or collect(make_plugin_manager())
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
+        store = await open_store(database, data_dir)
+        if not await store.count_keys():
+            log.warning("No API keys exist yet, so every request will get 401. Create the first "
+                        "one with: costr keys create --name admin --admin")
         http = await Upstream.open()
+        ledger = LedgerWriter(store)
+        ledger.start()
+        limiter = open_limiter(limits)
         holder = ConfigHolder(Path(providers_path), Path(policies_dir), registry, http, watch_seconds)
         holder.start_watching()
-        app.state.gateway = Gateway(config=holder, sessions=SessionTiers())
+        books = Books(store, KeyCache(store), ledger, limiter)
+        app.state.gateway = Gateway(config=holder, sessions=SessionTiers(), books=books)
         app.state.started = time.time()
         try:
             yield
-        finally:
+        finally:  # requests in flight have finished: write what they put on the books
             holder.stop_watching()
+            await ledger.close()
+            await limiter.close()
             await http.close()
+            await store.close()
 
     routes = []
     for fmt in registry.api_formats.values():

@@ -184,9 +184,9 @@ async def run_concurrently(send, count: int, concurrency: int) -> float:
     return time.perf_counter() - started
 
 
-async def measure(url: str, pid: int, requests: int, concurrency: int) -> Figures:
+async def measure(url: str, pid: int, requests: int, concurrency: int, key: str = "") -> Figures:
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         chat = f"{url}/v1/chat/completions"
         await run_concurrently(lambda: send_chat(session, chat), WARMUP, 1)
@@ -304,15 +304,19 @@ def run_benchmark(tmp: Path, args) -> tuple[Figures, Figures | None]:
         gateway = gateway_url = None
         if not args.direct_only:
             providers, policies = write_gateway_config(tmp, fake_url)
+            data_dir = str(tmp / "data")
+            key = subprocess.run([python, "-m", "costr", "keys", "create", "--name", "bench",
+                                  "--data-dir", data_dir], check=True, capture_output=True,
+                                 text=True).stdout.strip()
             gateway_url = f"http://127.0.0.1:{free_port()}"
             gateway = servers.enter_context(Child("the gateway", [
                 python, "-m", "costr", "serve", "--host", "127.0.0.1",
                 "--port", gateway_url.rsplit(":", 1)[1], "--providers", str(providers),
-                "--policies", str(policies)], tmp / "gateway.log"))
+                "--policies", str(policies), "--data-dir", data_dir], tmp / "gateway.log"))
             gateway.wait_ready(f"{gateway_url}/v1/router/health")
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             direct = runner.run(measure(fake_url, fake.pid, args.requests, args.concurrency))
-            through = (runner.run(measure(gateway_url, gateway.pid, args.requests, args.concurrency))
+            through = (runner.run(measure(gateway_url, gateway.pid, args.requests, args.concurrency, key))
                        if gateway else None)
     return direct, through
 

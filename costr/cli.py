@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from .config import load_config
 from .errors import ConfigError
+from .keys_cli import add_keys_parser, run_keys
+from .store import StoreUnavailable, open_store, redacted
 from .plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
 
 
@@ -28,9 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=int(os.environ.get("COSTR_PORT", "8787")))
     serve.add_argument("--log-level", default=os.environ.get("COSTR_LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--database", default=os.environ.get("COSTR_DATABASE_URL"),
+                       help="postgresql://... or sqlite:///PATH for keys, credits and the ledger "
+                            "(env COSTR_DATABASE_URL; default: SQLite in the data directory)")
+    serve.add_argument("--data-dir", default=os.environ.get("COSTR_DATA_DIR"),
+                       help="where the default SQLite database lives (env COSTR_DATA_DIR; default ./data)")
+    serve.add_argument("--limits", default=os.environ.get("COSTR_LIMITS_URL"),
+                       help="memory:// (default) or redis://HOST:PORT/DB to share rate limits "
+                            "between instances (env COSTR_LIMITS_URL)")
     check = sub.add_parser("check", help="validate providers.yaml and the policies, then exit")
     _config_args(check)
     sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
+    add_keys_parser(sub)
     sub.add_parser("bench", help="measure the gateway against a local fake upstream "
                    "(options: costr bench --help)", add_help=False)
     sub.add_parser("connect", help="print or --write the settings that point a coding agent at "
@@ -43,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import connect
         return connect.main(argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return run_keys(args)
     try:
         registry, pm = _load_plugins()
     except DuplicateRegistration as exc:
@@ -96,11 +110,31 @@ def _serve(args, registry, config) -> int:
 
     from .app import create_app
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        keys = asyncio.run(_count_keys(args.database, args.data_dir))
+    except StoreUnavailable as exc:
+        print(f"costr: {exc}", file=sys.stderr)
+        return 2
+    if not keys:
+        where = f" --database {redacted(args.database)}" if args.database else (
+            f" --data-dir {args.data_dir}" if args.data_dir else "")
+        print("costr: no API keys exist yet, so every request will be refused (401). Create the "
+              f"first one, an admin key, with:\n  costr keys create --name admin --admin{where}",
+              file=sys.stderr)
     app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
-                     registry=registry)
+                     registry=registry, database=args.database, data_dir=args.data_dir,
+                     limits=args.limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=30)
     return 0
+
+
+async def _count_keys(database: str | None, data_dir: str | None) -> int:
+    store = await open_store(database, data_dir)
+    try:
+        return await store.count_keys()
+    finally:
+        await store.close()
 
 
 if __name__ == "__main__":

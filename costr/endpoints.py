@@ -9,13 +9,15 @@ import time
 from starlette.requests import Request
 from starlette.routing import Route
 
-from .conversation import EmbeddingRequest
+from . import account_endpoints
+from .accounts import MICROS
+from .conversation import EmbeddingRequest, Usage
 from .errors import (CostrError, InvalidRequest, ModelNotFound, NoUsableProvider, UpstreamError,
                      default_error_body)
-from .formats import parse_json_object
+from .formats import RoutingFacts, parse_json_object
 from .live_config import LiveConfig
 from .pipeline import client_facing, json_response, routing_facts
-from .pricing import expected_usage
+from .pricing import cost_usd, expected_usage
 from .routing import MODELS_HINT, route_request
 
 
@@ -23,17 +25,34 @@ def routes(registry) -> list[Route]:
     return [
         Route("/v1/models", _endpoint(_list_models), methods=["GET"]),
         Route("/v1/models/{model_id:path}", _endpoint(_get_model), methods=["GET"]),
-        Route("/v1/router/health", _endpoint(_health), methods=["GET"]),
+        Route("/v1/router/health", _endpoint(_health, public=True), methods=["GET"]),
         Route("/v1/router/dry-run", _endpoint(_dry_run, registry), methods=["POST"]),
-        Route("/v1/embeddings", _endpoint(_embeddings), methods=["POST"]),
+        Route("/v1/embeddings", _endpoint(_embeddings, public=True), methods=["POST"]),
+        *account_endpoints.routes(_account_endpoint),
     ]
 
 
-def _endpoint(handler, *args):
-    """An endpoint calling `handler(live_config, request, *args)`, errors in Costr's shape."""
+def _endpoint(handler, *args, public: bool = False):
+    """An endpoint calling `handler(live_config, request, *args)` for an authenticated caller
+    (unless `public`: the health check, and embeddings, which keep their own books)."""
     async def endpoint(request: Request):
         try:
+            if not public:
+                await request.app.state.gateway.books.keys.authenticate(request.headers)
             return await handler(request.app.state.gateway.config.current, request, *args)
+        except CostrError as err:
+            return json_response(default_error_body(err), status=err.status, headers=err.headers)
+    endpoint.__name__ = handler.__name__.lstrip("_")
+    return endpoint
+
+
+def _account_endpoint(handler):
+    """An endpoint calling `handler(gateway, key, request)` for an authenticated caller."""
+    async def endpoint(request: Request):
+        gateway = request.app.state.gateway
+        try:
+            key = await gateway.books.keys.authenticate(request.headers)
+            return await handler(gateway, key, request)
         except CostrError as err:
             return json_response(default_error_body(err), status=err.status, headers=err.headers)
     endpoint.__name__ = handler.__name__.lstrip("_")
@@ -125,6 +144,16 @@ async def _dry_run(live: LiveConfig, request: Request, registry):
 
 
 async def _embeddings(live: LiveConfig, request: Request):
+    books = request.app.state.gateway.books
+    entry = await books.open("embeddings", request.headers)
+    try:
+        return await _embed(live, books, entry, request)
+    except CostrError as err:
+        await books.fail(entry, err)
+        raise
+
+
+async def _embed(live: LiveConfig, books, entry, request: Request):
     body = parse_json_object(await request.body())
     inputs = _embedding_inputs(body.get("input"))
     name = body.get("model")
@@ -139,18 +168,26 @@ async def _embeddings(live: LiveConfig, request: Request):
     if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
         raise InvalidRequest("Invalid value for 'dimensions': expected a positive integer.",
                              param="dimensions")
+    entry.record.requested_model = name
+    estimate = Usage(input_tokens=sum(len(text) for text in inputs) // 2 + 16)  # generous: held
+    await books.hold(entry, max(1, round(cost_usd(model, estimate) * MICROS)))
     try:
         result = await live.provider_for(model).embed(
             EmbeddingRequest(inputs, model.id, dims, body.get("user"), body), model)
     except UpstreamError as err:
         raise client_facing(err) from None
+    usage = result.usage if result.usage.input_tokens else Usage(
+        input_tokens=sum(len(text) for text in inputs) // 4 + 1, estimated=True)
+    facts = RoutingFacts(name, model.id, model.provider, None, 1.0, 0.0)
+    await books.settle(entry, model, model, usage, facts)
     data = [{"object": "embedding", "index": i,
              "embedding": _b64(v) if fmt == "base64" else v} for i, v in enumerate(result.vectors)]
-    tokens = result.usage.input_tokens
+    tokens = usage.input_tokens
     return json_response({"object": "list", "data": data, "model": model.id,
                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
                           "x_routing": {"requested_model": name, "routed_model": model.id,
-                                        "routed_provider": model.provider}})
+                                        "routed_provider": model.provider}},
+                         headers=entry.headers)
 
 
 def _embedding_inputs(value) -> list[str]:

@@ -11,9 +11,11 @@ import logging
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+import anyio
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from .accounting import Books, Entry
 from .conversation import (ChatRequest, ChatResponse, Frame, MessageEnd, MessageStart,
                            StreamFailure, TextDelta, ThinkingDelta, ToolArgumentsDelta, Usage)
 from .errors import CostrError, UpstreamError
@@ -30,21 +32,32 @@ log = logging.getLogger("costr.request")
 
 @dataclass
 class Gateway:
-    """What every request shares: the configuration in force and the agent sessions seen."""
+    """What every request shares: the configuration in force, the agent sessions seen, and
+    the books (keys, credits, limits, ledger)."""
     config: ConfigHolder
     sessions: SessionTiers
+    books: Books
 
 
 async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) -> Response:
-    live = gateway.config.current
-    request = fmt.decode_request(body, headers)
-    route = route_request(live, request, headers.get("x-cost-priority"), gateway.sessions)
-    if request.stream:
-        return await stream_answer(live, fmt, request, route)
-    response, model = await complete_with_fallback(live, route, request)
-    usage = settled_usage(response.usage, route, response)
-    facts = routing_facts(live, route, model, usage)
-    return json_response(fmt.encode_response(response, facts), headers=facts.headers())
+    entry = await gateway.books.open(fmt.name, headers)          # authenticate
+    try:
+        live = gateway.config.current
+        request = fmt.decode_request(body, headers)              # decode the client's format
+        route = route_request(live, request, headers.get("x-cost-priority"), gateway.sessions)
+        entry.routed(request, route)                             # scored, policy applied
+        await gateway.books.admit(entry, route, request, live.config.routing.max_attempts)
+        if request.stream:
+            return await stream_answer(gateway, live, fmt, request, route, entry)
+        response, model = await complete_with_fallback(live, route, request)
+        usage = settled_usage(response.usage, route, response)
+        facts = routing_facts(live, route, model, usage)
+        await gateway.books.settle(entry, model, live.config.baseline, usage, facts)
+        return json_response(fmt.encode_response(response, facts),
+                             headers={**facts.headers(), **entry.headers})
+    except CostrError as err:
+        await gateway.books.fail(entry, err)
+        raise
 
 
 async def complete_with_fallback(live: LiveConfig, route: Route,
@@ -79,15 +92,18 @@ async def open_stream_with_fallback(live: LiveConfig, route: Route, request: Cha
     raise AssertionError("route with no candidates")
 
 
-async def stream_answer(live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
-                        route: Route) -> StreamingResponse:
+async def stream_answer(gateway: Gateway, live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
+                        route: Route, entry: Entry) -> StreamingResponse:
     model, frames, first = await open_stream_with_fallback(live, route, request)
+    entry.first_byte()
     encoder = fmt.stream_encoder(request)
     estimate = routing_facts(live, route, model, expected_usage(route.prompt_tokens, request.max_tokens))
 
     async def relay() -> AsyncIterator[bytes]:
         tally = StreamTally()
         upcoming = _with_keepalives(frames, getattr(encoder, "keepalive_seconds", None))
+        outcome: CostrError | None = None   # how the upstream failed, if it did
+        completed = False                   # False at the end means the client went away
         try:
             frame = first
             while True:
@@ -96,8 +112,8 @@ async def stream_answer(live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
                 else:
                     failure = tally.observe(frame)
                     if failure:
-                        yield encoder.fail(UpstreamError(failure.message, upstream_status=failure.status))
-                        return
+                        outcome = UpstreamError(failure.message, upstream_status=failure.status)
+                        break
                     chunk = encoder.encode(frame)
                     if chunk:
                         yield chunk
@@ -105,20 +121,29 @@ async def stream_answer(live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
                     frame = await upcoming.__anext__()
                 except StopAsyncIteration:
                     break
+            if outcome is None and not tally.ended:
+                outcome = UpstreamError("the upstream stream ended before the answer was complete")
+            completed = True
         except CostrError as err:
-            log.warning("stream from %s failed: %s", model.id, err.message)
-            yield encoder.fail(err)
-            return
+            outcome, completed = err, True
         finally:
-            await upcoming.aclose()
-            await frames.aclose()
-        if not tally.ended:
-            yield encoder.fail(UpstreamError("the upstream stream ended before the answer was complete"))
+            with anyio.CancelScope(shield=True):
+                await upcoming.aclose()
+                await frames.aclose()
+                usage = tally.settled(route)   # what was delivered is what is charged
+                facts = routing_facts(live, route, model, usage)
+                status, error = ((outcome.status, outcome.message) if outcome else
+                                 (200, None) if completed else (499, "the client disconnected"))
+                await gateway.books.settle(entry, model, live.config.baseline, usage, facts,
+                                           status, error)
+        if outcome:
+            log.warning("stream from %s failed: %s", model.id, outcome.message)
+            yield encoder.fail(outcome)
             return
-        usage = tally.settled(route)
-        yield encoder.finish(routing_facts(live, route, model, usage), usage)
+        yield encoder.finish(facts, usage)
 
-    headers = {**estimate.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"}
+    headers = {**estimate.headers(), **entry.headers, "cache-control": "no-cache",
+               "x-accel-buffering": "no"}
     return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
 
 
@@ -217,6 +242,7 @@ async def count_input_tokens(gateway: Gateway, fmt: ApiFormat, body: bytes, head
     """The input tokens of a request for the model it would be routed to: the upstream's own
     count where the provider offers one, else Costr's offline estimate. A model name Costr
     does not know is estimated too, so token counting never fails on it."""
+    await gateway.books.keys.authenticate(headers)
     live = gateway.config.current
     # A format whose count requests differ from its chat requests (no max_tokens) says so.
     decode = getattr(fmt, "decode_count_request", fmt.decode_request)

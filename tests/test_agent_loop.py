@@ -6,6 +6,7 @@ import json
 
 import anthropic
 import pytest
+from costr.testing import AUTH, TEST_KEY
 
 READ_FILE = {"name": "read_file", "description": "Read a file from the workspace",
              "input_schema": {"type": "object", "properties": {"path": {"type": "string"}},
@@ -15,7 +16,7 @@ SESSION = {"x-claude-code-session-id": "5f1c9a8e-agent-loop"}
 
 @pytest.fixture
 def client(local_gateway):
-    return anthropic.Anthropic(api_key="cr-test", base_url=local_gateway, max_retries=0)
+    return anthropic.Anthropic(api_key=TEST_KEY, base_url=local_gateway, max_retries=0)
 
 
 def run_turn(client, messages):

@@ -6,6 +6,7 @@ import json
 
 import openai
 import pytest
+from costr.testing import AUTH, TEST_KEY
 
 SIX_FIELDS = {"requested_model", "routed_model", "routed_provider", "tier", "confidence",
               "savings_percent"}
@@ -18,7 +19,7 @@ HARD_PROMPT = "Prove that the square root of 2 is irrational, step by step."
 
 @pytest.fixture
 def client(local_gateway):
-    return openai.OpenAI(api_key="cr-test-key", base_url=f"{local_gateway}/v1", max_retries=0)
+    return openai.OpenAI(api_key=TEST_KEY, base_url=f"{local_gateway}/v1", max_retries=0)
 
 
 def test_seed_example_prints_answer_and_routing(client, fake_upstream):
@@ -188,7 +189,7 @@ def test_stream_without_usage_has_no_usage_fields_at_all(local_gateway):
     import httpx
     with httpx.stream("POST", f"{local_gateway}/v1/chat/completions", timeout=20, json={
             "model": "auto", "stream": True,
-            "messages": [{"role": "user", "content": "Reply exactly: hi"}]}) as response:
+            "messages": [{"role": "user", "content": "Reply exactly: hi"}]}, headers=AUTH) as response:
         body = response.read().decode()
     assert '"usage"' not in body  # Costr asked the upstream for usage, the client did not
     assert body.endswith("data: [DONE]\n\n")

@@ -16,7 +16,7 @@ import pytest
 
 from costr.live_config import ConfigHolder
 from costr.plugins import collect, make_plugin_manager
-from costr.testing import running_gateway
+from costr.testing import AUTH, TEST_KEY, running_gateway
 from costr.testing.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def files(tmp_path, fake) -> tuple[Path, Path]:
 @pytest.fixture
 def client(files):
     with running_gateway(*files, watch_seconds=WATCH_SECONDS) as base_url:
-        with httpx.Client(base_url=base_url, timeout=10) as http:
+        with httpx.Client(base_url=base_url, timeout=10, headers=AUTH) as http:
             yield http
 
 
@@ -175,7 +175,7 @@ def test_a_request_in_flight_during_a_reload_completes(tmp_path, caplog):
             result: dict = {}
 
             def send():
-                with httpx.Client(base_url=base_url, timeout=10) as http:
+                with httpx.Client(base_url=base_url, timeout=10, headers=AUTH) as http:
                     result["response"] = http.post("/v1/chat/completions", json=CHAT)
 
             sender = threading.Thread(target=send)
@@ -191,7 +191,7 @@ def test_a_request_in_flight_during_a_reload_completes(tmp_path, caplog):
             assert response.status_code == 200, response.text
             assert response.json()["choices"][0]["message"]["content"] == "ok"
             assert response.json()["x_routing"]["routed_model"] == "fake-mini"
-            with httpx.Client(base_url=base_url, timeout=10) as http:
+            with httpx.Client(base_url=base_url, timeout=10, headers=AUTH) as http:
                 assert "fake-nano" in model_ids(http)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from costr.testing import running_gateway
+from costr.testing import AUTH, TEST_KEY, running_gateway
 from costr.testing.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def gateway(fake, tmp_path_factory):
 
 @pytest.fixture
 def client(gateway):
-    with httpx.Client(base_url=gateway, timeout=10) as http:
+    with httpx.Client(base_url=gateway, timeout=10, headers=AUTH) as http:
         yield http
 
 

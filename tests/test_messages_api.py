@@ -9,7 +9,7 @@ import anthropic
 import httpx
 import pytest
 
-from costr.testing import running_gateway
+from costr.testing import AUTH, TEST_KEY, running_gateway
 
 from conftest import LOCAL_POOL, write_config
 
@@ -68,7 +68,7 @@ def anthropic_gateway(tmp_path, fake_upstream, monkeypatch):
 
 
 def sdk(base_url: str, **kw) -> anthropic.Anthropic:
-    kw.setdefault("api_key", "cr-test")
+    kw.setdefault("api_key", TEST_KEY)
     return anthropic.Anthropic(base_url=base_url, max_retries=0, **kw)
 
 
@@ -110,7 +110,7 @@ def test_seed_example(upstream):
 
 def test_seed_curl_example(upstream):
     base_url, fake, kind = upstream
-    response = httpx.post(f"{base_url}/v1/messages", headers={
+    response = httpx.post(f"{base_url}/v1/messages", headers={**AUTH, 
         "x-api-key": "cr-test", "anthropic-version": "2023-06-01", "content-type": "application/json",
     }, content=b'{"model": "auto", "max_tokens": 32, '
                 b'"messages": [{"role": "user", "content": "Reply exactly: ok"}]}')
@@ -136,7 +136,7 @@ def test_stream(upstream):
 
 def test_stream_event_sequence_carries_input_tokens_and_routing(upstream):
     base_url, _, _ = upstream
-    with httpx.stream("POST", f"{base_url}/v1/messages", headers={"anthropic-version": "2023-06-01"},
+    with httpx.stream("POST", f"{base_url}/v1/messages", headers={**AUTH, "anthropic-version": "2023-06-01"},
                       json={"model": "auto", "max_tokens": 64, "stream": True,
                             "messages": [{"role": "user", "content": "Reply exactly: hello there"}]}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
@@ -194,8 +194,8 @@ def test_beta_path(upstream):
 
 def test_both_credential_headers_are_accepted(upstream):
     base_url, _, _ = upstream
-    by_key = sdk(base_url, api_key="cr-test")
-    by_token = anthropic.Anthropic(base_url=base_url, auth_token="cr-test", api_key=None, max_retries=0)
+    by_key = sdk(base_url, api_key=TEST_KEY)
+    by_token = anthropic.Anthropic(base_url=base_url, auth_token=TEST_KEY, api_key=None, max_retries=0)
     for client in (by_key, by_token):
         assert client.messages.create(model="auto", max_tokens=32, messages=ASK_OK).content[0].text == "ok"
 
@@ -211,7 +211,7 @@ def assert_anthropic_error(response: httpx.Response, status: int, kind: str) -> 
 
 def test_missing_max_tokens_is_a_400(upstream):
     base_url, _, _ = upstream
-    response = httpx.post(f"{base_url}/v1/messages", json={"model": "auto", "messages": ASK_OK})
+    response = httpx.post(f"{base_url}/v1/messages", json={"model": "auto", "messages": ASK_OK}, headers=AUTH)
     assert assert_anthropic_error(response, 400, "invalid_request_error") == "max_tokens: Field required"
 
 
@@ -237,16 +237,16 @@ def test_invalid_fields_are_named(upstream):
     base_url, _, _ = upstream
     url = f"{base_url}/v1/messages"
     message = assert_anthropic_error(httpx.post(url, json={
-        "model": "auto", "max_tokens": 32, "temperature": 1.5, "messages": ASK_OK}), 400,
+        "model": "auto", "max_tokens": 32, "temperature": 1.5, "messages": ASK_OK}, headers=AUTH), 400,
         "invalid_request_error")
     assert message.startswith("temperature: ")
     message = assert_anthropic_error(httpx.post(url, json={
-        "model": "auto", "max_tokens": 32, "messages": [{"role": "wizard", "content": "x"}]}), 400,
+        "model": "auto", "max_tokens": 32, "messages": [{"role": "wizard", "content": "x"}]}, headers=AUTH), 400,
         "invalid_request_error")
     assert message.startswith("messages.0.role: ")
-    assert_anthropic_error(httpx.post(url, content=b"{not json"), 400, "invalid_request_error")
+    assert_anthropic_error(httpx.post(url, content=b"{not json", headers=AUTH), 400, "invalid_request_error")
     # Costr's own 404 for an unknown path stays in its default shape.
-    assert httpx.post(f"{base_url}/v1/messagez", json={}).json()["error"]["code"] == "unknown_endpoint"
+    assert httpx.post(f"{base_url}/v1/messagez", json={}, headers=AUTH).json()["error"]["code"] == "unknown_endpoint"
 
 
 def test_anthropic_upstream_529_is_relayed_unchanged(anthropic_gateway, fake_upstream):
@@ -294,7 +294,7 @@ def test_a_mid_conversation_system_message_keeps_its_place(upstream):
                 {"role": "system", "content": "Available agent types: general."},
                 {"role": "user", "content": "Reply exactly: ok"}]
     response = httpx.post(f"{base_url}/v1/messages", json={"model": "auto", "max_tokens": 32,
-                          "messages": messages}, headers={"anthropic-version": "2023-06-01"})
+                          "messages": messages}, headers={**AUTH, "anthropic-version": "2023-06-01"})
     assert response.status_code == 200, response.text
     sent = fake.requests[-1].body
     if kind in ("openai", "anthropic"):  # OpenAI has the role; Anthropic gets the body as sent

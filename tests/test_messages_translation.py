@@ -22,7 +22,7 @@ from costr.errors import (AuthenticationFailed, CostrError, InsufficientCredits,
 from costr.formats import RoutingFacts
 from costr.plugins import collect, make_plugin_manager
 from costr.providers import ModelSpec, Price, Provider
-from costr.testing import running_gateway
+from costr.testing import AUTH, TEST_KEY, running_gateway
 from costr_anthropic.api_format import AnthropicMessagesFormat
 from costr_anthropic.client_request import decode_request
 from costr_anthropic.client_response import encode_error, encode_response
@@ -47,7 +47,7 @@ CLAUDE_CODE_USER = ("user_4b1e0c5d2f7a9e3b6c8d1f0a2e4b6c8d9f1a3c5e7b9d1f3a5c7e9b
 # ---- Anthropic client -> openai upstream: what the upstream received -----------------------------
 
 def sent_upstream(base_url: str, fake, body: dict, headers: dict | None = None) -> dict:
-    response = httpx.post(f"{base_url}/v1/messages", json=body, headers=headers or {})
+    response = httpx.post(f"{base_url}/v1/messages", json=body, headers={**AUTH, **(headers or {})})
     assert response.status_code == 200, response.text
     return fake.requests[-1].body
 
@@ -393,7 +393,7 @@ def test_passthrough_keeps_unknown_fields_and_forwards_beta_headers(claude_gatew
             "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
             "metadata": {"user_id": CLAUDE_CODE_USER}, "x_future_field": {"anything": [1, 2]}}
     betas = "context-management-2025-06-27,interleaved-thinking-2025-05-14"
-    response = httpx.post(f"{claude_gateway}/v1/messages?beta=true", json=body, headers={
+    response = httpx.post(f"{claude_gateway}/v1/messages?beta=true", json=body, headers={**AUTH, 
         "anthropic-version": "2023-06-01", "anthropic-beta": betas, "x-app": "cli"})
     assert response.status_code == 200, response.text
     sent = fake_upstream.requests[-1]
@@ -472,7 +472,7 @@ def test_passthrough_never_replays_unsigned_thinking(claude_gateway, fake_upstre
 def test_passthrough_stream_is_relayed_with_routing_in_the_final_message_delta(claude_gateway):
     with httpx.stream("POST", f"{claude_gateway}/v1/messages", json={
             "model": "claude-plain", "max_tokens": 64, "stream": True,
-            "messages": [{"role": "user", "content": "Reply exactly: relayed"}]}) as response:
+            "messages": [{"role": "user", "content": "Reply exactly: relayed"}]}, headers=AUTH) as response:
         events = parse_sse(response.read())
     assert [name for name, _ in events] == [
         "message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta",
@@ -535,7 +535,7 @@ models:
 
 def stream_raw(base_url: str, model: str) -> list[tuple[str, dict]]:
     with httpx.stream("POST", f"{base_url}/v1/messages", json={
-            "model": model, "max_tokens": 16, "stream": True, "messages": ASK_OK}) as response:
+            "model": model, "max_tokens": 16, "stream": True, "messages": ASK_OK}, headers=AUTH) as response:
         assert response.status_code == 200
         return parse_sse(response.read())
 
@@ -545,7 +545,7 @@ def test_pings_while_the_upstream_is_quiet(quiet_gateway):
     first, last = names.index("content_block_delta"), len(names) - names[::-1].index("content_block_delta") - 1
     assert "ping" in names[first:last]
     assert [n for n in names if n != "ping"][-2:] == ["message_delta", "message_stop"]
-    with anthropic.Anthropic(api_key="cr-test", base_url=quiet_gateway, max_retries=0).messages.stream(
+    with anthropic.Anthropic(api_key=TEST_KEY, base_url=quiet_gateway, max_retries=0).messages.stream(
             model="quiet", max_tokens=16, messages=ASK_OK) as stream:
         assert stream.get_final_text() == "Hello world"
 
@@ -555,7 +555,7 @@ def test_a_failure_mid_stream_reaches_the_client_as_an_error_event(quiet_gateway
     assert events[-1] == ("error", {"type": "error", "error": {"type": "overloaded_error",
                                                                "message": "Overloaded"}})
     assert "message_stop" not in [name for name, _ in events]
-    client = anthropic.Anthropic(api_key="cr-test", base_url=quiet_gateway, max_retries=0)
+    client = anthropic.Anthropic(api_key=TEST_KEY, base_url=quiet_gateway, max_retries=0)
     with pytest.raises(anthropic.APIStatusError, match="overloaded_error"):
         with client.messages.stream(model="failing", max_tokens=16, messages=ASK_OK) as stream:
             stream.get_final_message()

@@ -5,6 +5,7 @@ import httpx
 
 from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult
 from costr.sessions import SessionTiers, continues_tool_loop
+from costr.testing import AUTH, TEST_KEY
 
 HARD_ASK = ("Design a lock-free concurrent queue, prove its linearizability invariant step by "
             "step, and review the edge cases under memory reordering.")
@@ -19,7 +20,7 @@ def loop_request(session: str, ask: str, result: str = "ok") -> list[dict]:
 
 def chat_tier(base: str, messages: list[dict], **headers) -> str:
     response = httpx.post(f"{base}/v1/chat/completions", json={"model": "auto", "messages": messages},
-                          headers=headers, timeout=20)
+                          headers={**AUTH, **headers}, timeout=20)
     assert response.status_code == 200, response.text
     return response.json()["x_routing"]["tier"]
 
@@ -44,9 +45,9 @@ def test_continuations_of_an_easy_loop_stay_cheap_and_of_a_hard_loop_stay_strong
 
 def test_the_openai_user_field_names_the_session(local_gateway):
     httpx.post(f"{local_gateway}/v1/chat/completions", timeout=20,
-               json={"model": "auto", "user": "u-7", "messages": [{"role": "user", "content": HARD_ASK}]})
+               json={"model": "auto", "user": "u-7", "messages": [{"role": "user", "content": HARD_ASK}]}, headers=AUTH)
     response = httpx.post(f"{local_gateway}/v1/chat/completions", timeout=20, json={
-        "model": "auto", "user": "u-7", "messages": loop_request("u-7", "Reply exactly: ok")})
+        "model": "auto", "user": "u-7", "messages": loop_request("u-7", "Reply exactly: ok")}, headers=AUTH)
     assert response.json()["x_routing"]["tier"] == "premium"
 
 

@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 
-from costr.testing import running_gateway, use_cassette
+from costr.testing import AUTH, TEST_KEY, running_gateway, use_cassette
 
 from conftest import REPO
 
@@ -24,7 +24,7 @@ def client():
         for env in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
             mp.setenv(env, f"test-{env.lower()}")
         with running_gateway(REPO / "providers.yaml", REPO / "routing_policies") as base:
-            yield openai.OpenAI(api_key="cr-test", base_url=f"{base}/v1", max_retries=0)
+            yield openai.OpenAI(api_key=TEST_KEY, base_url=f"{base}/v1", max_retries=0)
 
 
 def collect_stream(stream):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from costr.testing import running_gateway
+from costr.testing import AUTH, TEST_KEY, running_gateway
 from costr.testing.fake_upstream import FakeUpstream
 
 from conftest import LOCAL_POOL, write_config
@@ -14,7 +14,7 @@ ASK = {"model": "auto", "messages": [{"role": "user", "content": "Reply exactly:
 
 
 def post(base_url: str, body: dict, **headers) -> httpx.Response:
-    return httpx.post(f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=20)
+    return httpx.post(f"{base_url}/v1/chat/completions", json=body, headers={**AUTH, **headers}, timeout=20)
 
 
 def test_upstream_error_is_502_with_its_message_after_fallback(local_gateway, fake_upstream):
@@ -39,7 +39,7 @@ def test_fallback_answers_when_the_first_model_fails(local_gateway, fake_upstrea
 def test_streamed_fallback_before_first_byte(local_gateway, fake_upstream):
     fake_upstream.enqueue({"status": 429, "error": "slow down"})
     with httpx.stream("POST", f"{local_gateway}/v1/chat/completions",
-                      json={**ASK, "stream": True}, timeout=20) as response:
+                      json={**ASK, "stream": True}, timeout=20, headers=AUTH) as response:
         body = response.read().decode()
     assert response.status_code == 200
     assert '"routed_model":"local-standard"' in body and body.endswith("data: [DONE]\n\n")
@@ -101,7 +101,7 @@ def test_missing_credentials_is_503_naming_the_variable(tmp_path, monkeypatch):
 ])
 def test_bad_inputs_get_openai_shaped_4xx(local_gateway, fake_upstream, body, status):
     response = httpx.post(f"{local_gateway}/v1/chat/completions", content=body,
-                          headers={"content-type": "application/json"})
+                          headers={**AUTH, "content-type": "application/json"})
     assert response.status_code == status
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}

@@ -75,11 +75,40 @@ def registered_plugin(pm, plugin, name: str | None = None):
         pm.unregister(plugin)
 
 
+# An admin key with no credit limit, which running_gateway creates unless told otherwise.
+TEST_KEY = "cr-test-key-for-costr-tests-0123456789abcdef"
+AUTH = {"authorization": f"Bearer {TEST_KEY}"}
+
+
+async def seed_key(database: str | None, data_dir, secret: str, *, name: str = "test",
+                   admin: bool = True, credits_usd: float | None = None,
+                   rpm: int | None = None, tpm: int | None = None):
+    """Store a key with a chosen secret (tests need to know it in advance)."""
+    import time
+
+    from costr.accounts import ApiKey, display_prefix, hash_secret, usd_to_micros
+    from costr.store import open_store
+
+    store = await open_store(database, data_dir)
+    try:
+        key = ApiKey(id=hash_secret(secret)[:16], name=name, prefix=display_prefix(secret),
+                     admin=admin, rpm=rpm, tpm=tpm, created_at=time.time(),
+                     balance_micros=None if credits_usd is None else usd_to_micros(credits_usd))
+        await store.create_key(key, hash_secret(secret))
+        return key
+    finally:
+        await store.close()
+
+
 @contextmanager
-def running_gateway(providers_yaml: str | os.PathLike, policies_dir: str | os.PathLike, **app_kw):
+def running_gateway(providers_yaml: str | os.PathLike, policies_dir: str | os.PathLike, *,
+                    database: str | None = None, seed_test_key: bool = True, **app_kw):
     """Serve a Costr app built from these files on a free loopback port, in a background
-    thread; yields its base URL (`http://127.0.0.1:PORT`)."""
+    thread; yields its base URL (`http://127.0.0.1:PORT`). Without `database`, keys and the
+    ledger live in a fresh SQLite file; TEST_KEY is created as an unlimited admin key."""
+    import asyncio
     import socket
+    import tempfile
     import threading
     import time
 
@@ -87,7 +116,13 @@ def running_gateway(providers_yaml: str | os.PathLike, policies_dir: str | os.Pa
 
     from costr.app import create_app
 
-    app = create_app(providers_path=providers_yaml, policies_dir=policies_dir, **app_kw)
+    scratch = tempfile.TemporaryDirectory(prefix="costr-test-")
+    if database is None:
+        app_kw.setdefault("data_dir", scratch.name)
+    if seed_test_key:
+        asyncio.run(seed_key(database, app_kw.get("data_dir"), TEST_KEY))
+    app = create_app(providers_path=providers_yaml, policies_dir=policies_dir, database=database,
+                     **app_kw)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -105,3 +140,4 @@ def running_gateway(providers_yaml: str | os.PathLike, policies_dir: str | os.Pa
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        scratch.cleanup()
