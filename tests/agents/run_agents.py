@@ -38,11 +38,12 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from costr.testing import _fake_anthropic, _fake_openai
 from costr.testing._fake_answers import Answer, Ask, ToolCall
+from costr.testing import seed_key
 from costr.testing.fake_upstream import FakeUpstream, new_event_loop
 
 PROMPT = "Read the file notes.txt and tell me what it says"
 FINAL = "COSTR-AGENT-CHECK: I read notes.txt through my file tool."
-KEY = "cr-test-agents"
+KEY = "cr-test-agents-0123456789abcdefghijklmnopqrstuv"  # seeded into each run's own database
 
 
 @dataclass
@@ -125,11 +126,14 @@ def costr_serve(tmp: Path, upstream: str, fake_url: str):
     policies = tmp / "routing_policies"
     policies.mkdir()
     (policies / "balanced.yaml").write_text("type: thresholds\nthresholds: {standard: 0.35, premium: 0.7}\n")
+    data_dir = tmp / "data"
+    asyncio.run(seed_key(None, data_dir, KEY, name="agents", admin=False))
     port = free_port()
     log = open(tmp / "costr.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "costr", "serve", "--port", str(port), "--providers",
-         str(tmp / "providers.yaml"), "--policies", str(policies), "--log-level", "debug"],
+         str(tmp / "providers.yaml"), "--policies", str(policies), "--log-level", "debug",
+         "--data-dir", str(data_dir)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/router/health", process)
