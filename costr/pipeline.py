@@ -58,6 +58,10 @@ async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) ->
     except CostrError as err:
         await gateway.books.fail(entry, err)
         raise
+    except BaseException:  # cancelled, or a bug: the hold is released and the loss recorded
+        with anyio.CancelScope(shield=True):
+            await gateway.books.fail(entry, CostrError("the request ended without an answer"))
+        raise
 
 
 async def complete_with_fallback(live: LiveConfig, route: Route,
