@@ -110,6 +110,7 @@ async def _stats(gateway, key: ApiKey, request: Request):
         "requests": requests, "cost_usd": cost, "baseline_cost_usd": baseline,
         "savings_percent": round(100 * (1 - cost / baseline), 1) if baseline else 0.0,
         "cache_hits": hits, "cache_hit_rate": hits / requests if requests else 0.0,
+        "cache_saved_usd": sum(r["cache_saved_usd"] for r in rows),
         "by_tier": _by_tier(rows)}})
 
 

@@ -91,11 +91,23 @@ class Books:
                 "would be needed. Top it up (costr keys top-up) or lower max_tokens.")
         entry.held_micros = micros
 
+    async def admit_hit(self, entry: Entry, model: ModelSpec, usage: Usage, charge: bool) -> None:
+        """A cache hit counts against the key's rate limits; it is paid for only when the
+        operator charges hits, at what the answer first cost."""
+        key = entry.key
+        await enforce(self.limiter, key.id, key.rpm, key.tpm)
+        if charge:
+            await self.hold(entry, max(1, round(cost_usd(model, usage) * MICROS)))
+
     async def settle(self, entry: Entry, model: ModelSpec, baseline: ModelSpec, usage: Usage,
-                     facts: RoutingFacts, status: int = 200, error: str | None = None) -> None:
-        """Debit what the answer cost (at most what was held) and queue the ledger record."""
+                     facts: RoutingFacts, status: int = 200, error: str | None = None,
+                     free: bool = False) -> None:
+        """Debit what the answer cost (at most what was held) and queue the ledger record.
+        `free`: a cache hit not charged for; what it would have cost is recorded as saved."""
         cost = round(cost_usd(model, usage) * MICROS)
         r = entry.record
+        if free:
+            cost, r.cache_saved_micros = 0, cost
         r.routed_model, r.provider, r.tier = model.id, model.provider, model.tier
         r.input_tokens, r.output_tokens = usage.input_tokens, usage.output_tokens
         r.cached_tokens, r.usage_estimated = usage.cached_input_tokens, usage.estimated

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 MICROS = 1_000_000
@@ -74,6 +74,7 @@ class LedgerRecord:
     baseline_micros: int = 0     # what the baseline model would have cost on the same usage
     savings_percent: float = 0.0
     cache_hit: bool = False
+    cache_saved_micros: int = 0  # on a cache hit: what the answer cost when it was first made
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     status: int = 200            # the status the client received

@@ -17,7 +17,9 @@ from .errors import CostrError, NotFound, default_error_body
 from .live_config import ConfigHolder
 from .accounting import Books
 from .auth import KeyCache
+from .cache import open_cache
 from .ledger import LedgerWriter
+from .response_cache import ResponseCache
 from .limits import open_limiter
 from .pipeline import Gateway, answer_chat, count_input_tokens, json_response
 from .store import open_store
@@ -31,9 +33,10 @@ log = logging.getLogger("costr")
 def create_app(*, providers_path: str | Path, policies_dir: str | Path,
                registry: Registry | None = None, watch_seconds: float = 1.0,
                database: str | None = None, data_dir: str | Path | None = None,
-               limits: str | None = None) -> Starlette:
+               limits: str | None = None, cache: str | None = None) -> Starlette:
     """`database`: a PostgreSQL URL or sqlite:///PATH (default: SQLite in `data_dir`);
-    `limits`: memory:// (default) or redis://HOST:PORT/DB for limits shared by instances."""
+    `limits`: memory:// (default) or redis://HOST:PORT/DB for limits shared by instances;
+    `cache`: the response cache backend's URL (default memory://; `none` turns it off)."""
     registry = registry or collect(make_plugin_manager())
 
     @asynccontextmanager
@@ -49,12 +52,15 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
         holder = ConfigHolder(Path(providers_path), Path(policies_dir), registry, http, watch_seconds)
         holder.start_watching()
         books = Books(store, KeyCache(store), ledger, limiter)
-        app.state.gateway = Gateway(config=holder, sessions=SessionTiers(), books=books)
+        responses = ResponseCache(_open_cache_backend(cache, registry))
+        app.state.gateway = Gateway(config=holder, sessions=SessionTiers(), books=books,
+                                    cache=responses)
         app.state.started = time.time()
         try:
             yield
         finally:  # requests in flight have finished: write what they put on the books
             holder.stop_watching()
+            await responses.close()
             await ledger.close()
             await limiter.close()
             await http.close()
@@ -69,6 +75,18 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
     routes += endpoints.routes(registry)
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: _http_error, Exception: _unexpected_error})
+
+
+def _open_cache_backend(url: str | None, registry: Registry):
+    """The cache backend, or None (no cache) when it is turned off or cannot be opened: the
+    cache is an optimisation and never keeps the gateway from serving."""
+    if url == "none":
+        return None
+    try:
+        return open_cache(url or "memory://", registry)
+    except Exception as exc:
+        log.warning("response cache disabled: %s", exc)
+        return None
 
 
 def _format_endpoint(fmt, handler):

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                             "(env COSTR_DATABASE_URL; default: SQLite in the data directory)")
     serve.add_argument("--data-dir", default=os.environ.get("COSTR_DATA_DIR"),
                        help="where the default SQLite database lives (env COSTR_DATA_DIR; default ./data)")
+    serve.add_argument("--cache", default=os.environ.get("COSTR_CACHE_URL"),
+                       help="response cache: memory:// (default), sqlite:///PATH, "
+                            "redis://HOST:PORT/DB, or none (env COSTR_CACHE_URL)")
     serve.add_argument("--limits", default=os.environ.get("COSTR_LIMITS_URL"),
                        help="memory:// (default) or redis://HOST:PORT/DB to share rate limits "
                             "between instances (env COSTR_LIMITS_URL)")
@@ -123,7 +126,7 @@ def _serve(args, registry, config) -> int:
               file=sys.stderr)
     app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
                      registry=registry, database=args.database, data_dir=args.data_dir,
-                     limits=args.limits)
+                     limits=args.limits, cache=args.cache)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=30)
     return 0

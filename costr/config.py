@@ -67,6 +67,14 @@ class RoutingEntry(_Strict):
     max_attempts: int = Field(default=2, ge=1, le=5)  # models tried when an upstream fails
 
 
+class CacheEntry(_Strict):
+    enabled: bool = True
+    default_ttl: int = Field(default=3600, ge=1)   # seconds, when x-cache-ttl is not sent
+    max_ttl: int = Field(default=86400, ge=1)      # the largest x-cache-ttl accepted
+    scope: Literal["key", "shared"] = "key"        # shared: keys may receive each other's answers
+    charge_hits: bool = False                      # debit a hit at what the answer first cost
+
+
 class ProvidersFile(_Strict):
     tiers: list[str] = Field(min_length=1)
     baseline: str
@@ -74,6 +82,7 @@ class ProvidersFile(_Strict):
     models: list[ModelEntry] = Field(min_length=1)
     default_embedding_model: str | None = None
     routing: RoutingEntry = RoutingEntry()
+    cache: CacheEntry = CacheEntry()
 
 
 class PolicyFile(BaseModel):
@@ -93,6 +102,7 @@ class Config:
     policies: dict[str, tuple[str, dict]]      # name -> (type, options)
     routing: RoutingEntry
     default_embedding_model: str | None
+    cache: CacheEntry = field(default_factory=CacheEntry)
     sources: list[Path] = field(default_factory=list)
 
     def missing_credentials(self) -> dict[str, str]:
@@ -271,4 +281,5 @@ def _build(parsed: ProvidersFile, policies: dict, environ, sources: list[Path]) 
         models=models,
         policies={name: (p.type, dict(p.model_extra or {})) for name, (p, _, _) in policies.items()},
         routing=parsed.routing, default_embedding_model=parsed.default_embedding_model,
+        cache=parsed.cache,
         sources=sources)

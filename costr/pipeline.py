@@ -1,12 +1,11 @@
 """The life of a chat request, in one place.
 
-decode the client's format -> route (score, policy, choose model) -> call the provider, with
-fallback -> settle usage and savings -> encode in the client's format.
+authenticate -> decode the client's format -> route (score, policy, choose model) -> cache
+lookup -> limits and credit hold -> call the provider, with fallback -> account -> cache
+store -> encode in the client's format.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -16,8 +15,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from .accounting import Books, Entry
-from .conversation import (ChatRequest, ChatResponse, Frame, MessageEnd, MessageStart,
-                           StreamFailure, TextDelta, ThinkingDelta, ToolArgumentsDelta, Usage)
+from .conversation import ChatRequest, ChatResponse, Frame, Usage
 from .errors import CostrError, UpstreamError
 from .formats import ApiFormat, RoutingFacts
 from .live_config import ConfigHolder, LiveConfig
@@ -25,7 +23,9 @@ from .pricing import expected_usage, savings_percent
 from .providers import ModelSpec
 from .routing import Route, route_request
 from .scoring import estimate_tokens
+from .response_cache import CachePlan, ResponseCache, replay_frames
 from .sessions import SessionTiers
+from .streaming import StreamTally, settled_usage, with_keepalives
 
 log = logging.getLogger("costr.request")
 
@@ -37,31 +37,66 @@ class Gateway:
     config: ConfigHolder
     sessions: SessionTiers
     books: Books
+    cache: ResponseCache
 
 
 async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) -> Response:
     entry = await gateway.books.open(fmt.name, headers)          # authenticate
+    plan = None
     try:
         live = gateway.config.current
         request = fmt.decode_request(body, headers)              # decode the client's format
         route = route_request(live, request, headers.get("x-cost-priority"), gateway.sessions)
         entry.routed(request, route)                             # scored, policy applied
+        plan = gateway.cache.plan(live.config.cache, request, route, entry.key.id, headers)
+        cached = plan and await gateway.cache.lookup(plan)
+        if cached:
+            return await answer_from_cache(gateway, live, fmt, request, route, entry, cached)
         await gateway.books.admit(entry, route, request, live.config.routing.max_attempts)
         if request.stream:
-            return await stream_answer(gateway, live, fmt, request, route, entry)
+            return await stream_answer(gateway, live, fmt, request, route, entry, plan)
         response, model = await complete_with_fallback(live, route, request)
-        usage = settled_usage(response.usage, route, response)
+        usage = settled_usage(response.usage, route.prompt_tokens, response)
         facts = routing_facts(live, route, model, usage)
         await gateway.books.settle(entry, model, live.config.baseline, usage, facts)
+        if plan:
+            await gateway.cache.store(plan, response, model.id)
         return json_response(fmt.encode_response(response, facts),
                              headers={**facts.headers(), **entry.headers})
     except CostrError as err:
+        gateway.cache.abandon(plan)
         await gateway.books.fail(entry, err)
         raise
     except BaseException:  # cancelled, or a bug: the hold is released and the loss recorded
+        gateway.cache.abandon(plan)
         with anyio.CancelScope(shield=True):
             await gateway.books.fail(entry, CostrError("the request ended without an answer"))
         raise
+
+
+async def answer_from_cache(gateway: Gateway, live: LiveConfig, fmt: ApiFormat,
+                            request: ChatRequest, route: Route, entry: Entry,
+                            cached: tuple[ChatResponse, str]) -> Response:
+    answer, served_by = cached
+    model = live.config.models.get(served_by) or route.candidates[0]
+    charge = live.config.cache.charge_hits
+    await gateway.books.admit_hit(entry, model, answer.usage, charge)
+    facts = routing_facts(live, route, model, answer.usage)
+    facts.cache_hit = True
+    if not charge:
+        facts.savings_percent = 100.0
+    await gateway.books.settle(entry, model, live.config.baseline, answer.usage, facts, free=not charge)
+    headers = {**facts.headers(), **entry.headers}
+    if not request.stream:
+        return json_response(fmt.encode_response(answer, facts), headers=headers)
+    encoder = fmt.stream_encoder(request)
+
+    async def replay() -> AsyncIterator[bytes]:
+        for frame in replay_frames(answer):
+            yield encoder.encode(frame)
+        yield encoder.finish(facts, answer.usage)
+    return StreamingResponse(replay(), media_type="text/event-stream",
+                             headers={**headers, "cache-control": "no-cache"})
 
 
 async def complete_with_fallback(live: LiveConfig, route: Route,
@@ -97,15 +132,15 @@ async def open_stream_with_fallback(live: LiveConfig, route: Route, request: Cha
 
 
 async def stream_answer(gateway: Gateway, live: LiveConfig, fmt: ApiFormat, request: ChatRequest,
-                        route: Route, entry: Entry) -> StreamingResponse:
+                        route: Route, entry: Entry, plan: CachePlan | None) -> StreamingResponse:
     model, frames, first = await open_stream_with_fallback(live, route, request)
     entry.first_byte()
     encoder = fmt.stream_encoder(request)
     estimate = routing_facts(live, route, model, expected_usage(route.prompt_tokens, request.max_tokens))
 
     async def relay() -> AsyncIterator[bytes]:
-        tally = StreamTally()
-        upcoming = _with_keepalives(frames, getattr(encoder, "keepalive_seconds", None))
+        tally = StreamTally(collect=plan is not None)
+        upcoming = with_keepalives(frames, getattr(encoder, "keepalive_seconds", None))
         outcome: CostrError | None = None   # how the upstream failed, if it did
         completed = False                   # False at the end means the client went away
         try:
@@ -134,12 +169,15 @@ async def stream_answer(gateway: Gateway, live: LiveConfig, fmt: ApiFormat, requ
             with anyio.CancelScope(shield=True):
                 await upcoming.aclose()
                 await frames.aclose()
-                usage = tally.settled(route)   # what was delivered is what is charged
+                usage = tally.settled(route.prompt_tokens)   # what was delivered is charged
                 facts = routing_facts(live, route, model, usage)
                 status, error = ((outcome.status, outcome.message) if outcome else
                                  (200, None) if completed else (499, "the client disconnected"))
                 await gateway.books.settle(entry, model, live.config.baseline, usage, facts,
                                            status, error)
+                if plan and status == 200:   # only whole, successful answers are kept
+                    await gateway.cache.store(plan, tally.answer(usage), model.id)
+                gateway.cache.abandon(plan)
         if outcome:
             log.warning("stream from %s failed: %s", model.id, outcome.message)
             yield encoder.fail(outcome)
@@ -149,76 +187,6 @@ async def stream_answer(gateway: Gateway, live: LiveConfig, fmt: ApiFormat, requ
     headers = {**estimate.headers(), **entry.headers, "cache-control": "no-cache",
                "x-accel-buffering": "no"}
     return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
-
-
-async def _with_keepalives(frames: AsyncIterator[Frame], every: float | None):
-    """The frames, with None wherever the upstream stayed quiet for `every` seconds."""
-    if not every:
-        async for frame in frames:
-            yield frame
-        return
-    pending = asyncio.ensure_future(frames.__anext__())
-    try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=every)
-            if not done:
-                yield None
-                continue
-            try:
-                frame = pending.result()
-            except StopAsyncIteration:
-                return
-            yield frame
-            pending = asyncio.ensure_future(frames.__anext__())
-    finally:
-        if not pending.done():
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-
-
-class StreamTally:
-    """Watches a stream's events for its usage, its end, and a failure."""
-
-    def __init__(self):
-        self.usage: Usage | None = None
-        self.input_usage: Usage | None = None
-        self.output_chars = 0
-        self.ended = False
-
-    def observe(self, frame: Frame) -> StreamFailure | None:
-        for event in frame.events:
-            if isinstance(event, (TextDelta, ThinkingDelta)):
-                self.output_chars += len(event.text)
-            elif isinstance(event, ToolArgumentsDelta):
-                self.output_chars += len(event.fragment)
-            elif isinstance(event, MessageStart) and event.usage:
-                self.input_usage = event.usage
-            elif isinstance(event, MessageEnd):
-                self.usage, self.ended = event.usage, True
-            elif isinstance(event, StreamFailure):
-                return event
-        return None
-
-    def settled(self, route: Route) -> Usage:
-        usage = self.usage or Usage(estimated=True)
-        if self.input_usage and not usage.input_tokens:
-            usage.input_tokens = self.input_usage.input_tokens
-            usage.cached_input_tokens = self.input_usage.cached_input_tokens
-            usage.cache_write_tokens = self.input_usage.cache_write_tokens
-        return _fill_estimates(usage, route.prompt_tokens, self.output_chars)
-
-
-def settled_usage(usage: Usage, route: Route, response: ChatResponse) -> Usage:
-    chars = sum(len(getattr(p, "text", "") or getattr(p, "arguments", "")) for p in response.content)
-    return _fill_estimates(usage, route.prompt_tokens, chars)
-
-
-def _fill_estimates(usage: Usage, prompt_tokens: int, output_chars: int) -> Usage:
-    """An upstream that reported no usage gets an estimate, flagged as such."""
-    if usage.input_tokens == 0 and usage.output_tokens == 0:
-        return Usage(input_tokens=prompt_tokens, output_tokens=(output_chars + 3) // 4, estimated=True)
-    return usage
 
 
 def routing_facts(live: LiveConfig, route: Route, model: ModelSpec, usage: Usage) -> RoutingFacts:

@@ -66,6 +66,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             comment TEXT NOT NULL DEFAULT '',
             ts DOUBLE PRECISION NOT NULL)""",
     ]),
+    (2, ["ALTER TABLE ledger ADD COLUMN cache_saved_micros BIGINT NOT NULL DEFAULT 0"]),
 ]
 
 CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -180,7 +181,8 @@ USAGE_BY_DAY = """SELECT day, COUNT(*) AS requests, SUM(input_tokens) AS input_t
 STATS = """SELECT tier, routed_model, COUNT(*) AS requests,
     SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors,
     SUM(cost_micros) AS cost, SUM(baseline_micros) AS baseline,
-    SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END) AS cache_hits
+    SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END) AS cache_hits,
+    SUM(cache_saved_micros) AS cache_saved
     FROM ledger WHERE ts >= ? {key} GROUP BY tier, routed_model"""
 STATS_FEEDBACK = """SELECT l.tier, l.routed_model, COUNT(*) AS n, AVG(f.rating) AS mean_rating
     FROM feedback f JOIN ledger l ON l.id = f.request_id
@@ -290,6 +292,7 @@ class SQLStore:
                         "baseline_cost_usd": _usd(baseline),
                         "savings_percent": _savings_percent(cost, baseline),
                         "cache_hits": hits, "cache_hit_rate": hits / requests if requests else 0.0,
+                        "cache_saved_usd": _usd(int(row["cache_saved"] or 0)),
                         "p50_latency_ms": p50, "p95_latency_ms": p95,
                         "feedback_count": int(rated["n"]) if rated else 0,
                         "mean_rating": float(rated["mean_rating"]) if rated else None})

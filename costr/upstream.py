@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from .errors import UpstreamError, UpstreamTimeout
-from .sse import SSEvent, read_events
+from .sse import read_events
 
 
 @dataclass(slots=True)

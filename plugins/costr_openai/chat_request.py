@@ -3,7 +3,7 @@ ChatRequest, and encoding a neutral ChatRequest for an OpenAI-compatible upstrea
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
