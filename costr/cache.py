@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 class CacheBackend(Protocol):
     """A byte store with per-entry expiry. A cache may forget anything at any time (evict,
     refuse a value, restart), so callers treat every `get` as possibly a miss, and a backend
-    failing to store is not an error. Methods are async so backends may do I/O; `stats` is not
-    and must not."""
+    not keeping a value is not an error. Methods are async so backends may do I/O; `stats` is
+    not and must not.
+
+    Failures: a factory raises `ValueError` for a bad URL or option, without echoing the URL.
+    When the backend itself cannot work (a file that is not a database, a server that cannot
+    be reached or does not answer in time), the factory or any method raises some other
+    exception, promptly rather than hanging, and never takes the process down. Callers catch
+    it, log a warning and carry on as if the cache missed: a broken cache must never fail a
+    request. A backend may recover by itself at a later call."""
 
     async def get(self, key: str) -> bytes | None:
         """The value last set under `key`, or `None` when there is none or it has expired."""
@@ -43,7 +50,8 @@ class CacheBackend(Protocol):
 def open_cache(url: str, registry: Registry, options: dict | None = None) -> CacheBackend:
     """The backend registered for `url`'s scheme (`memory://...`), built by calling its factory
     with the whole `url` and `options`. Raises `ValueError` naming the installed schemes when no
-    plugin registered the scheme; the URL itself is not echoed, as it may hold a password."""
+    plugin registered the scheme; the URL itself is not echoed, as it may hold a password.
+    Whatever the factory raises passes through (see `CacheBackend` on failures)."""
     scheme = urlsplit(url).scheme if "://" in url else ""
     installed = ", ".join(sorted(registry.cache_backends)) or "none"
     if not scheme:
