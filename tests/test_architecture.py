@@ -15,7 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "costr"
 PROVIDER_NAMES = re.compile(r"openai|anthropic|gemini|google|claude|ollama", re.I)
-BUILT_INS = {"openai", "anthropic", "gemini", "heuristic", "thresholds", "memory_cache"}
+BUILT_INS = {"openai", "anthropic", "gemini", "heuristic", "thresholds", "memory_cache",
+             "sqlite_cache", "redis_cache"}
 MAX_LINES = 400
 
 

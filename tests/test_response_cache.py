@@ -190,3 +190,50 @@ def test_an_unknown_backend_disables_the_cache_without_failing(tmp_path, fake_up
         assert chat(base).json()["x_routing"]["cache_hit"] is False
         assert chat(base).json()["x_routing"]["cache_hit"] is False
     assert any("response cache disabled" in r.getMessage() for r in caplog.records)
+
+
+def _redis_or_skip() -> str:
+    import redis
+    url = "redis://127.0.0.1:6379/13"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        pytest.skip(f"Redis not reachable at {url}: {exc}")
+    return url
+
+
+def test_with_redis_an_answer_through_one_instance_is_a_hit_through_another(tmp_path, fake_upstream):
+    import secrets
+    url = _redis_or_skip() + f"?prefix=costr-test-{secrets.token_hex(4)}:"
+    providers, policies = write_config(tmp_path, LOCAL_POOL.format(url=fake_upstream.url))
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    with running_gateway(providers, policies, database=database, cache=url) as first, \
+            running_gateway(providers, policies, database=database, cache=url,
+                            seed_test_key=False) as second:
+        assert chat(first).json()["x_routing"]["cache_hit"] is False
+        hit = chat(second)
+        assert hit.json()["x_routing"]["cache_hit"] is True
+        assert hit.json()["choices"][0]["message"]["content"] == "cached answer"
+    assert len(fake_upstream.requests) == 1
+
+
+def test_with_sqlite_entries_survive_a_restart(tmp_path, fake_upstream):
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    providers, policies = write_config(tmp_path, LOCAL_POOL.format(url=fake_upstream.url))
+    data = str(tmp_path / "data")
+    with running_gateway(providers, policies, cache=url, data_dir=data) as base:
+        chat(base)
+    with running_gateway(providers, policies, cache=url, data_dir=data, seed_test_key=False) as base:
+        assert chat(base).json()["x_routing"]["cache_hit"] is True
+    assert len(fake_upstream.requests) == 1
+
+
+def test_a_corrupted_sqlite_cache_degrades_to_no_cache(tmp_path, fake_upstream, caplog):
+    caplog.set_level(logging.WARNING)
+    path = tmp_path / "cache.db"
+    path.write_bytes(b"this is not a database" * 100)
+    providers, policies = write_config(tmp_path, LOCAL_POOL.format(url=fake_upstream.url))
+    with running_gateway(providers, policies, cache=f"sqlite:///{path}") as base:
+        assert chat(base).status_code == 200 and chat(base).status_code == 200
+    assert len(fake_upstream.requests) == 2
+    assert any("cache" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
