@@ -34,8 +34,14 @@ from .testing.fake_upstream import write_gateway_config  # the fake and its pool
 CHAT = {"model": "auto", "max_tokens": 64,
         "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
 STREAMED_CHAT = {**CHAT, "stream": True}
-_CHAT_BYTES = json.dumps(CHAT).encode()  # encoded once: the load generator's cost is not measured
-_STREAM_BYTES = json.dumps(STREAMED_CHAT).encode()
+# Every request is different (a counter in the prompt), so the gateway's response cache misses,
+# as it would on real traffic; the cache-hit figures repeat one request. Bodies are made by
+# string formatting, so the load generator's own cost stays small.
+_CHAT_TEMPLATE = json.dumps(CHAT).replace("one short sentence.", "one short sentence (%d).")
+_STREAM_TEMPLATE = json.dumps(STREAMED_CHAT).replace("one short sentence.", "one short sentence (%d).")
+_CHAT_BYTES = json.dumps(CHAT).encode()
+_DRY_RUN = "/v1/router/dry-run"
+_counter = iter(range(10**12))
 WARMUP = 200
 LOAD_FACTOR = 5  # the concurrent runs send more, so CPU (read in 10 ms ticks) is measured finely
 READY_TIMEOUT = 30.0
@@ -43,7 +49,8 @@ READY_TIMEOUT = 30.0
 
 @dataclass
 class Figures:
-    """One server's results. Times in milliseconds."""
+    """One server's results. Times in milliseconds. The cache-hit and dry-run figures are
+    the gateway's alone (None when measured directly against the upstream)."""
     p50_ms: float
     p99_ms: float
     requests_per_second: float
@@ -51,6 +58,9 @@ class Figures:
     stream_ttfb_p50_ms: float
     stream_total_p50_ms: float
     stream_cpu_ms_per_request: float
+    cache_hit_p50_ms: float | None = None
+    cache_hit_cpu_ms_per_request: float | None = None
+    dry_run_cpu_ms_per_request: float | None = None
 
 
 class BenchmarkError(Exception):
@@ -148,9 +158,10 @@ def _descendants(pid: int) -> list[int]:
 
 # -- load generation ---------------------------------------------------------------------------
 
-async def send_chat(session: aiohttp.ClientSession, url: str) -> float:
+async def send_chat(session: aiohttp.ClientSession, url: str, body: bytes | None = None) -> float:
     started = time.perf_counter()
-    async with session.post(url, data=_CHAT_BYTES) as response:
+    body = body if body is not None else (_CHAT_TEMPLATE % next(_counter)).encode()
+    async with session.post(url, data=body) as response:
         body = await response.read()
         if response.status != 200:
             raise BenchmarkError(f"{url} answered {response.status}: {body[:300]!r}")
@@ -160,7 +171,7 @@ async def send_chat(session: aiohttp.ClientSession, url: str) -> float:
 async def send_stream(session: aiohttp.ClientSession, url: str) -> tuple[float, float]:
     """(time to the first body byte, time to the end of the stream)."""
     started = time.perf_counter()
-    async with session.post(url, data=_STREAM_BYTES) as response:
+    async with session.post(url, data=(_STREAM_TEMPLATE % next(_counter)).encode()) as response:
         if response.status != 200:
             raise BenchmarkError(f"{url} answered {response.status}: {(await response.read())[:300]!r}")
         head = await response.content.readany()
@@ -201,12 +212,34 @@ async def measure(url: str, pid: int, requests: int, concurrency: int, key: str 
         cpu_before = cpu_seconds(pid)
         await run_concurrently(lambda: send_stream(session, chat), load, concurrency)
         cpu_stream = cpu_seconds(pid) - cpu_before
-    return Figures(
+        extra = await measure_gateway_only(session, url, pid, requests, concurrency) if key else {}
+    return Figures(**extra,
         p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000,
         requests_per_second=load / wall, cpu_ms_per_request=cpu_chat / load * 1000,
         stream_ttfb_p50_ms=percentile([s[0] for s in streams], 50) * 1000,
         stream_total_p50_ms=percentile([s[1] for s in streams], 50) * 1000,
         stream_cpu_ms_per_request=cpu_stream / load * 1000)
+
+
+async def measure_gateway_only(session, url: str, pid: int, requests: int, concurrency: int) -> dict:
+    """Cache hits (one request repeated) and, for reference, the bare handling of a request
+    that calls no upstream and touches no cache (a dry-run: authenticate, decode, route,
+    answer)."""
+    chat, load = f"{url}/v1/chat/completions", requests * LOAD_FACTOR
+    hit = lambda: send_chat(session, chat, _CHAT_BYTES)  # noqa: E731
+    await run_concurrently(hit, WARMUP, 1)
+    latencies = [await hit() for _ in range(requests)]
+    cpu_before = cpu_seconds(pid)
+    await run_concurrently(hit, load, concurrency)
+    cpu_hit = cpu_seconds(pid) - cpu_before
+    dry_run = lambda: send_chat(session, f"{url}{_DRY_RUN}")  # noqa: E731
+    await run_concurrently(dry_run, WARMUP, 1)
+    cpu_before = cpu_seconds(pid)
+    await run_concurrently(dry_run, load, concurrency)
+    cpu_dry = cpu_seconds(pid) - cpu_before
+    return {"cache_hit_p50_ms": percentile(latencies, 50) * 1000,
+            "cache_hit_cpu_ms_per_request": cpu_hit / load * 1000,
+            "dry_run_cpu_ms_per_request": cpu_dry / load * 1000}
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -222,7 +255,11 @@ ROWS = [("Latency p50, 1 client (ms)", "p50_ms", "{:.2f}"),
         ("Streamed: first byte p50, 1 client (ms)", "stream_ttfb_p50_ms", "{:.2f}"),
         ("Streamed: whole answer p50, 1 client (ms)", "stream_total_p50_ms", "{:.2f}"),
         ("Server CPU per request, {c} clients (ms)", "cpu_ms_per_request", "{:.3f}"),
-        ("Server CPU per streamed request, {c} clients (ms)", "stream_cpu_ms_per_request", "{:.3f}")]
+        ("Server CPU per streamed request, {c} clients (ms)", "stream_cpu_ms_per_request", "{:.3f}"),
+        ("Cache hit: latency p50, 1 client (ms)", "cache_hit_p50_ms", "{:.2f}"),
+        ("Cache hit: server CPU per request, {c} clients (ms)", "cache_hit_cpu_ms_per_request", "{:.3f}"),
+        ("Bare handling (dry-run): server CPU per request, {c} clients (ms)",
+         "dry_run_cpu_ms_per_request", "{:.3f}")]
 
 
 def markdown_table(direct: Figures, gateway: Figures | None, concurrency: int, requests: int) -> str:
@@ -232,9 +269,13 @@ def markdown_table(direct: Figures, gateway: Figures | None, concurrency: int, r
         b = getattr(gateway, key) if gateway else None
         through = fmt.format(b) if b is not None else "n/a"
         signed = fmt.replace("{:", "{:+")
-        added = "" if b is None or key == "requests_per_second" else signed.format(
+        added = "" if b is None or a is None or key == "requests_per_second" else signed.format(
             b if key.endswith("cpu_ms_per_request") else b - a)  # the gateway's CPU is all added
-        lines.append(f"| {label.format(c=concurrency)} | {fmt.format(a)} | {through} | {added} |")
+        direct_text = fmt.format(a) if a is not None else "n/a"
+        lines.append(f"| {label.format(c=concurrency)} | {direct_text} | {through} | {added} |")
+    if gateway and gateway.cache_hit_cpu_ms_per_request is not None:
+        over = gateway.cache_hit_cpu_ms_per_request - gateway.dry_run_cpu_ms_per_request
+        lines.append(f"| Cache hit over bare handling: CPU per request (ms) | | | {over:+.3f} |")
     lines.append("")
     lines.append(f"{requests} requests per 1-client figure after {WARMUP} warm-up requests, "
                  f"{requests * LOAD_FACTOR} per {concurrency}-client figure; {machine()}. "
