@@ -376,7 +376,7 @@ def _sigterm_interrupts():
 
 
 def _rounded(figures: Figures) -> dict:
-    return {key: round(value, 4) for key, value in asdict(figures).items()}
+    return {key: None if value is None else round(value, 4) for key, value in asdict(figures).items()}
 
 
 def _loop_factory():
