@@ -125,6 +125,9 @@ class Books:
         if entry.settled:
             return
         entry.record.status, entry.record.error = err.status, err.message[:1000]
+        # No answer, no usage: the prompt estimate routed() put here is not tokens anyone used,
+        # and /v1/usage would count it.
+        entry.record.input_tokens = 0
         if isinstance(err, UpstreamError) and err.upstream_status:
             entry.record.upstream_status = err.upstream_status
         await self._finish(entry, 0)
