@@ -56,7 +56,8 @@ async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) ->
         if request.stream:
             return await stream_answer(gateway, live, fmt, request, route, entry, plan)
         response, model = await complete_with_fallback(live, route, request)
-        usage = settled_usage(response.usage, route.prompt_tokens, response)
+        # An upstream that reported no usage gets an estimate; the client is told what it pays.
+        usage = response.usage = settled_usage(response.usage, route.prompt_tokens, response)
         facts = routing_facts(live, route, model, usage)
         await gateway.books.settle(entry, model, live.config.baseline, usage, facts)
         if plan:

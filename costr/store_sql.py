@@ -131,7 +131,7 @@ def _usd(micros) -> float:
 def _savings_percent(cost_micros: int, baseline_micros: int) -> float:
     if not baseline_micros:
         return 0.0
-    return round(100.0 * (baseline_micros - cost_micros) / baseline_micros, 2)
+    return round(100.0 * (baseline_micros - cost_micros) / baseline_micros, 1)
 
 
 def percentile(ordered: list[float], fraction: float) -> float | None:
