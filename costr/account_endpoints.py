@@ -89,8 +89,10 @@ async def _usage(gateway, key: ApiKey, request: Request):
     rows = await gateway.books.store.usage_by_day(subject, start, end)
     total = {k: sum(r[k] for r in rows) for k in ("requests", "input_tokens", "output_tokens",
                                                  "cached_tokens", "cost_usd", "baseline_cost_usd")}
+    for name in ("cost_usd", "baseline_cost_usd"):
+        total[name] = round(total[name], 6)  # sums of micro-dollar amounts: no float dust
     base = total["baseline_cost_usd"]
-    total["savings_usd"] = base - total["cost_usd"]
+    total["savings_usd"] = round(base - total["cost_usd"], 6)
     total["savings_percent"] = round(100 * (1 - total["cost_usd"] / base), 1) if base else 0.0
     return json_response({"object": "list", "start": start, "end": end, "data": rows, "total": total})
 
@@ -103,14 +105,14 @@ async def _stats(gateway, key: ApiKey, request: Request):
     await gateway.books.ledger.flush()
     rows = await gateway.books.store.stats(subject, time.time() - WINDOWS[window])
     requests = sum(r["requests"] for r in rows)
-    cost = sum(r["cost_usd"] for r in rows)
-    baseline = sum(r["baseline_cost_usd"] for r in rows)
+    cost = round(sum(r["cost_usd"] for r in rows), 6)
+    baseline = round(sum(r["baseline_cost_usd"] for r in rows), 6)
     hits = sum(r["cache_hits"] for r in rows)
     return json_response({"object": "router.stats", "window": window, "data": rows, "totals": {
         "requests": requests, "cost_usd": cost, "baseline_cost_usd": baseline,
         "savings_percent": round(100 * (1 - cost / baseline), 1) if baseline else 0.0,
         "cache_hits": hits, "cache_hit_rate": hits / requests if requests else 0.0,
-        "cache_saved_usd": sum(r["cache_saved_usd"] for r in rows),
+        "cache_saved_usd": round(sum(r["cache_saved_usd"] for r in rows), 6),
         "by_tier": _by_tier(rows)}})
 
 
@@ -119,8 +121,8 @@ def _by_tier(rows: list[dict]) -> dict:
     for row in rows:
         t = tiers.setdefault(row["tier"] or "none", {"requests": 0, "cost_usd": 0.0, "baseline_cost_usd": 0.0})
         t["requests"] += row["requests"]
-        t["cost_usd"] += row["cost_usd"]
-        t["baseline_cost_usd"] += row["baseline_cost_usd"]
+        t["cost_usd"] = round(t["cost_usd"] + row["cost_usd"], 6)
+        t["baseline_cost_usd"] = round(t["baseline_cost_usd"] + row["baseline_cost_usd"], 6)
     return tiers
 
 
