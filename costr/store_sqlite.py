@@ -35,7 +35,7 @@ class SQLiteStore(SQLStore):
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            _use_wal(conn)
+            use_wal(conn, BUSY_TIMEOUT_MS / 1000)
             conn.execute("PRAGMA synchronous = NORMAL")
             self._conn = conn
         return self._conn
@@ -98,10 +98,11 @@ class SQLiteStore(SQLStore):
         self._worker.shutdown(wait=True)
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
+def use_wal(conn: sqlite3.Connection, timeout_seconds: float) -> None:
     """Switch the file to WAL once. The switch needs the file to itself and SQLite does not wait
-    for that (busy_timeout does not apply), so a process starting beside another retries."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    for that (busy_timeout does not apply), so a process starting beside another retries.
+    (Also used by the sqlite:// cache backend.)"""
+    deadline = time.monotonic() + timeout_seconds
     while True:
         try:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":

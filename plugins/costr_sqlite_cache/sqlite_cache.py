@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
+from costr.store_sqlite import use_wal
 
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
@@ -107,7 +108,7 @@ class SQLiteCache:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                _use_wal(conn)
+                use_wal(conn, BUSY_TIMEOUT_MS / 1000)
                 conn.execute("PRAGMA synchronous = NORMAL")  # a cache may lose its last writes
                 for statement in SCHEMA:
                     conn.execute(statement)
@@ -230,21 +231,6 @@ def _check_header(path: Path) -> None:
     if header and header != SQLITE_MAGIC:
         raise sqlite3.DatabaseError(f"sqlite cache {path}: the file is not an SQLite database "
                                     "(move it away, or point the cache at another path)")
-
-
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch the file to WAL once. The switch needs the file to itself and SQLite does not wait
-    for that (busy_timeout does not apply), so a process starting beside another retries."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 def _positive_int(settings: dict, name: str, default: int) -> int:
