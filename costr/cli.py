@@ -1,4 +1,4 @@
-"""`costr` command line: serve, check, plugins, bench, connect."""
+"""`costr` command line: serve, check, plugins, keys, eval, bench, connect."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import load_config
 from .errors import ConfigError
+from .eval_cli import add_eval_parser, run_eval
 from .keys_cli import add_keys_parser, run_keys
 from .store import StoreUnavailable, open_store, redacted
 from .plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(check)
     sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
     add_keys_parser(sub)
+    add_eval_parser(sub)
     sub.add_parser("bench", help="measure the gateway against a local fake upstream "
                    "(options: costr bench --help)", add_help=False)
     sub.add_parser("connect", help="print or --write the settings that point a coding agent at "
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "keys":
         return run_keys(args)
+    if args.command == "eval":
+        return run_eval(args)
     try:
         registry, pm = _load_plugins()
     except DuplicateRegistration as exc:

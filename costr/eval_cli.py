@@ -1,0 +1,279 @@
+"""`costr eval DATA.jsonl`: how well the configured scorer and policies route labelled prompts.
+
+Each record (shared/routing-eval format) is decoded and routed exactly as POST /v1/router/dry-run
+does: the first API format that recognises `{"model": "auto", "messages": ...}` decodes it, and
+`route_request` scores it and applies each policy. Every configured provider counts as usable
+(no request is sent), so the decision depends on the scorer, the policies and the tiers alone.
+
+Per dataset, weak = the cheapest model (prices from costr/eval_prices.yaml or --prices) among
+those every record scores, strong = the one with the highest mean outcome. The cheapest tier
+stands for the weak model and every higher tier for the strong one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import orjson
+import yaml
+
+from .config import load_config
+from .errors import ConfigError, CostrError
+from .evaluation import Prompt, evaluate, policy_point
+from .live_config import LiveConfig
+from .plugins import DuplicateRegistration, collect, make_plugin_manager
+from .routing import route_request
+
+DEFAULT_PRICES = Path(__file__).with_name("eval_prices.yaml")
+
+
+class EvalError(Exception):
+    """A problem with the data, the prices or the configuration, already worded for the operator."""
+
+
+@dataclasses.dataclass(slots=True)
+class Routed:
+    line: int
+    dataset: str
+    scores: dict[str, float]
+    score: float                  # the scorer's complexity score
+    tiers: dict[str, str]         # policy -> tier chosen
+    prompt_tokens: int
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `eval` to a `costr` subparsers object."""
+    p = subparsers.add_parser("eval", help="measure routing quality on labelled prompts "
+                              "(APGR, CPT, savings at 95%% quality, each policy's point)")
+    p.add_argument("data", metavar="DATA.jsonl", help="records in the shared/routing-eval format")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--plot", metavar="FILE", help="draw quality kept against cost (.svg, or .png "
+                   "when matplotlib is installed)")
+    p.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
+                   help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
+    p.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
+                   help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
+    p.add_argument("--prices", default=str(DEFAULT_PRICES),
+                   help="model prices for the evaluated models (default: the bundled table)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                   help="bootstrap resamples for the 95%% intervals (default 200; 0 for none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run a parsed `costr eval` command; returns the exit status."""
+    started = time.perf_counter()
+    try:
+        if args.bootstrap < 0:
+            raise EvalError("--bootstrap must be 0 or more")
+        if args.plot and not args.plot.lower().endswith((".svg", ".png")):
+            raise EvalError("--plot FILE must end in .svg or .png")
+        if args.plot and args.plot.lower().endswith(".png") and not find_spec("matplotlib"):
+            raise EvalError("a .png plot needs matplotlib (pip install matplotlib); "
+                            "or write an SVG: --plot FILE.svg")
+        live, formats = _live_config(args.providers, args.policies)
+        prices, output_tokens = load_prices(args.prices)
+        routed = route_records(args.data, live, formats)
+        report = build_report(routed, live, prices, output_tokens, args.bootstrap, args.seed)
+        if args.plot:
+            from .eval_plot import write_plot
+            write_plot(args.plot, report)
+    except EvalError as exc:
+        print(f"costr eval: {exc}", file=sys.stderr)
+        return 2
+    report["data"], report["seconds"] = str(args.data), round(time.perf_counter() - started, 2)
+    if args.json:
+        print(json.dumps(_public(report), indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _live_config(providers: str, policies: str) -> tuple[LiveConfig, list]:
+    """The configuration with every provider usable, and the API formats in registry order."""
+    try:
+        registry = collect(make_plugin_manager())
+        config = load_config(providers, policies, registry)
+    except DuplicateRegistration as exc:
+        raise EvalError(f"plugin conflict: {exc}") from None
+    except ConfigError as exc:
+        raise EvalError("the configuration has problems:\n  " + "\n  ".join(exc.problems)) from None
+    live = LiveConfig.build(config, registry, http=None)
+    live = dataclasses.replace(live, usable=frozenset(live.providers))  # nothing is sent
+    return live, list(registry.api_formats.values())
+
+
+def load_prices(path: str) -> tuple[dict[str, tuple[float, float]], int]:
+    """model -> (input, output) USD per million tokens, and the typical output tokens."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        models = raw["models"]
+        prices = {str(m): (float(p["input"]), float(p["output"])) for m, p in models.items()}
+        return prices, int(raw.get("typical_output_tokens", 256))
+    except OSError as exc:
+        raise EvalError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError):
+        raise EvalError(f"{path}: expected `models: {{MODEL: {{input: USD, output: USD}}}}` "
+                        "(per million tokens) and optionally `typical_output_tokens: N`") from None
+
+
+def route_records(path: str, live: LiveConfig, formats: list) -> list[Routed]:
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise EvalError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    routed = []
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                routed.append(_route_line(path, number, line, live, formats))
+    if not routed:
+        raise EvalError(f"{path}: no records")
+    return routed
+
+
+def _route_line(path: str, number: int, line: bytes, live: LiveConfig, formats) -> Routed:
+    where = f"{path}:{number}"
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise EvalError(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise EvalError(f"{where}: expected a JSON object")
+    messages, scores = record.get("messages"), record.get("scores")
+    if not isinstance(messages, list) or not messages:
+        raise EvalError(f"{where}: 'messages' must be a non-empty list of chat messages")
+    if not isinstance(scores, dict) or not scores:
+        raise EvalError(f"{where}: 'scores' must map each model to its outcome (0 to 1)")
+    for model, value in scores.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise EvalError(f"{where}: scores.{model}: expected a number from 0 to 1, got {value!r}")
+    body = {"model": "auto", "messages": messages}
+    fmt = next((f for f in formats if f.recognises(body, {})), formats[0])
+    tiers, score, tokens = {}, 0.0, 0
+    try:
+        chat = fmt.decode_request(orjson.dumps(body), {})
+        for policy in live.policies:
+            route = route_request(live, chat, policy)
+            tiers[policy], score, tokens = route.tier, route.complexity.score, route.prompt_tokens
+    except CostrError as exc:
+        raise EvalError(f"{where}: cannot be routed: {exc}") from None
+    return Routed(number, str(record.get("dataset") or "traffic"), scores, score, tiers, tokens)
+
+
+def _pick_models(rows: list[Routed], prices: dict, dataset: str) -> tuple[str, str]:
+    common = set(rows[0].scores)
+    for row in rows:
+        common &= set(row.scores)
+        if len(common) < 2:
+            raise EvalError(f"line {row.line}: dataset {dataset!r} needs two models scored on "
+                            f"every record; after this record only {sorted(common)} are")
+    unpriced = sorted(m for m in common if m not in prices)
+    if unpriced:
+        raise EvalError(f"dataset {dataset!r}: no price for {', '.join(unpriced)}; add them to a "
+                        "prices file (see costr/eval_prices.yaml) and pass --prices FILE")
+    weak = min(sorted(common), key=lambda m: prices[m][0] + prices[m][1])
+    strong = max(sorted(common), key=lambda m: sum(r.scores[m] for r in rows))
+    if weak == strong:
+        raise EvalError(f"dataset {dataset!r}: the cheapest model, {weak}, also scores best; "
+                        "there is nothing to route")
+    return weak, strong
+
+
+def build_report(routed: list[Routed], live: LiveConfig, prices: dict, output_tokens: int,
+                 resamples: int, seed: int) -> dict:
+    tiers = live.config.tiers
+    to_strong = set(tiers[1:])
+    by_dataset: dict[str, list[Routed]] = {}
+    for row in routed:
+        by_dataset.setdefault(row.dataset, []).append(row)
+    datasets, pooled, pooled_tiers = [], [], {p: [] for p in live.policies}
+    for name, rows in by_dataset.items():
+        weak, strong = _pick_models(rows, prices, name)
+        prompts = [Prompt(r.score, r.scores[weak], r.scores[strong],
+                          _cost(prices[weak], r.prompt_tokens, output_tokens),
+                          _cost(prices[strong], r.prompt_tokens, output_tokens)) for r in rows]
+        policy_tiers = {p: [r.tiers[p] for r in rows] for p in live.policies}
+        result = evaluate(prompts, policy_tiers, to_strong, resamples, seed)
+        datasets.append({"dataset": name, "prompts": len(rows), "weak_model": weak,
+                         "strong_model": strong, **result})
+        pooled += prompts
+        for p in live.policies:
+            pooled_tiers[p] += policy_tiers[p]
+    apgrs = [d["apgr"]["value"] for d in datasets if d["apgr"]["value"] is not None]
+    overall = {
+        "prompts": len(routed),
+        "apgr_mean": sum(apgrs) / len(apgrs) if apgrs else None,
+        "apgr_min": min(apgrs) if apgrs else None,
+        "policies": {p: policy_point(pooled, pooled_tiers[p], to_strong) for p in live.policies},
+    }
+    return {"scorer": live.config.routing.scorer, "tiers": tiers, "weak_tier": tiers[0],
+            "strong_tiers": tiers[1:], "bootstrap": resamples, "seed": seed,
+            "typical_output_tokens": output_tokens, "datasets": datasets, "overall": overall}
+
+
+def _cost(price: tuple[float, float], prompt_tokens: int, output_tokens: int) -> float:
+    return (prompt_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+
+
+def _public(report: dict) -> dict:
+    """The report without the curves (they are for --plot)."""
+    return {**report, "datasets": [{k: v for k, v in d.items() if k != "curve"}
+                                   for d in report["datasets"]]}
+
+
+def _pct(value) -> str:
+    return "   n/a" if value is None else f"{100 * value:5.1f}%"
+
+
+def _num(value) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
+
+
+def _ci(entry: dict, fmt=_pct) -> str:
+    low, high = entry["ci95"]
+    band = "" if low is None else f" [{fmt(low).strip()}, {fmt(high).strip()}]"
+    return f"{fmt(entry['value'])}{band}"
+
+
+def format_report(report: dict) -> str:
+    policies = list(report["overall"]["policies"])
+    tiers = report["tiers"]
+    out = [f"costr eval: {report['data']}, {report['overall']['prompts']} prompts, scorer "
+           f"{report['scorer']}, policies {', '.join(policies)}; tier {report['weak_tier']} = "
+           f"weak model, {', '.join(report['strong_tiers'])} = strong model; 95% intervals from "
+           f"{report['bootstrap']} bootstrap resamples"]
+    for d in report["datasets"]:
+        out += ["", f"{d['dataset']}: {d['prompts']} prompts; weak {d['weak_model']} (quality "
+                f"{_num(d['weak_quality'])}), strong {d['strong_model']} ({_num(d['strong_quality'])})",
+                f"  APGR            {_ci(d['apgr'], _num)}   (random routing 0.500)",
+                f"  CPT(50%)        {_ci(d['cpt50'])}",
+                f"  CPT(80%)        {_ci(d['cpt80'])}",
+                f"  95% quality     strong share {_ci(d['share_at_95'])}, savings "
+                f"{_ci(d['savings_at_95'])}",
+                "  " + f"{'policy':<10}" + "".join(f"{t:>10}" for t in tiers)
+                + f"  {'strong share':<25}{'quality kept':<25}savings"]
+        for name, point in d["policies"].items():
+            out.append("  " + f"{name:<10}" + "".join(
+                f"{_pct(point['tier_share'].get(t, 0.0)):>10}" for t in tiers)
+                + f"  {_ci(point['strong_share']):<24} {_ci(point['quality_kept']):<24} "
+                + _ci(point["savings"]))
+    overall = report["overall"]
+    out += ["", f"overall: {overall['prompts']} prompts; APGR mean over datasets "
+            f"{_num(overall['apgr_mean'])}, worst {_num(overall['apgr_min'])}",
+            "  " + f"{'policy':<10}" + "".join(f"{t:>10}" for t in tiers)
+            + f"  {'strong share':>12}  {'quality kept':>12}  {'savings':>8}"]
+    for name, point in overall["policies"].items():
+        out.append("  " + f"{name:<10}" + "".join(
+            f"{_pct(point['tier_share'].get(t, 0.0)):>10}" for t in tiers)
+            + f"  {_pct(point['strong_share']):>12}  {_pct(point['quality_kept']):>12}"
+            + f"  {_pct(point['savings']):>8}")
+    out.append(f"({report['seconds']} s)")
+    return "\n".join(out)
