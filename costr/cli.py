@@ -11,7 +11,8 @@ from pathlib import Path
 from .config import load_config
 from .errors import ConfigError
 from .eval_cli import add_eval_parser, run_eval
-from .keys_cli import add_keys_parser, run_keys
+from .keys_cli import add_keys_parser, database_options, run_keys
+from .train_scorer import add_train_scorer_parser, run_train_scorer
 from .store import StoreUnavailable, open_store, redacted
 from .plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
 
@@ -26,17 +27,12 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="costr", description="A self-hosted LLM cost router.")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway")
+    serve = sub.add_parser("serve", help="run the gateway", parents=[database_options()])
     _config_args(serve)
     serve.add_argument("--host", default=os.environ.get("COSTR_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("COSTR_PORT", "8787")))
     serve.add_argument("--log-level", default=os.environ.get("COSTR_LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--database", default=os.environ.get("COSTR_DATABASE_URL"),
-                       help="postgresql://... or sqlite:///PATH for keys, credits and the ledger "
-                            "(env COSTR_DATABASE_URL; default: SQLite in the data directory)")
-    serve.add_argument("--data-dir", default=os.environ.get("COSTR_DATA_DIR"),
-                       help="where the default SQLite database lives (env COSTR_DATA_DIR; default ./data)")
     serve.add_argument("--cache", default=os.environ.get("COSTR_CACHE_URL"),
                        help="response cache: memory:// (default), sqlite:///PATH, "
                             "redis://HOST:PORT/DB, or none (env COSTR_CACHE_URL)")
@@ -47,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(check)
     sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
     add_keys_parser(sub)
+    add_train_scorer_parser(sub)
     add_eval_parser(sub)
     sub.add_parser("bench", help="measure the gateway against a local fake upstream "
                    "(options: costr bench --help)", add_help=False)
@@ -62,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "keys":
         return run_keys(args)
+    if args.command == "train-scorer":  # needs no configuration
+        return run_train_scorer(args)
     if args.command == "eval":
         return run_eval(args)
     try:

@@ -18,15 +18,21 @@ from .accounts import (MICROS, ApiKey, Store, display_prefix, hash_secret, new_s
 from .store import StoreUnavailable, open_store
 
 
-def add_keys_parser(subparsers) -> argparse.ArgumentParser:
-    """Add `keys` and its subcommands to a `costr` subparsers object."""
+def database_options() -> argparse.ArgumentParser:
+    """`--database` and `--data-dir`, shared by every command that touches stored state."""
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument("--database", default=os.environ.get("COSTR_DATABASE_URL"),
-                          help="postgresql://... or sqlite:///PATH (env COSTR_DATABASE_URL; "
-                               "default: SQLite in the data directory)")
+                          help="postgresql://... or sqlite:///PATH for keys, credits and the "
+                               "ledger (env COSTR_DATABASE_URL; default: SQLite in the data directory)")
     database.add_argument("--data-dir", default=os.environ.get("COSTR_DATA_DIR"),
                           help="where the default SQLite database lives "
                                "(env COSTR_DATA_DIR; default ./data)")
+    return database
+
+
+def add_keys_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `keys` and its subcommands to a `costr` subparsers object."""
+    database = database_options()
     keys = subparsers.add_parser("keys", help="create, list, revoke and top up API keys")
     sub = keys.add_subparsers(dest="keys_command", required=True)
     create = sub.add_parser("create", parents=[database],

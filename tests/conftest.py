@@ -1,8 +1,12 @@
 """Fixtures that build a Costr app from a temporary config and serve it on loopback."""
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -48,3 +52,26 @@ def local_gateway(tmp_path, fake_upstream):
     providers, policies = write_config(tmp_path, LOCAL_POOL.format(url=fake_upstream.url))
     with running_gateway(providers, policies) as base_url:
         yield base_url
+
+
+POSTGRES_URL = os.environ.get("COSTR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_schema():
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards; the test is
+    skipped, with the reason, when no PostgreSQL answers."""
+    import asyncpg
+
+    where = urlsplit(POSTGRES_URL)._replace(netloc=urlsplit(POSTGRES_URL).hostname or "").geturl()
+    try:
+        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL not reachable at {where}: {exc}")
+    schema = f"t_{secrets.token_hex(6)}"
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}search_path={schema}"
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()

@@ -6,7 +6,7 @@ import json
 
 import anthropic
 import pytest
-from costr.testing import AUTH, TEST_KEY
+from costr.testing import TEST_KEY
 
 READ_FILE = {"name": "read_file", "description": "Read a file from the workspace",
              "input_schema": {"type": "object", "properties": {"path": {"type": "string"}},

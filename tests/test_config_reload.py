@@ -16,7 +16,7 @@ import pytest
 
 from costr.live_config import ConfigHolder
 from costr.plugins import collect, make_plugin_manager
-from costr.testing import AUTH, TEST_KEY, running_gateway
+from costr.testing import AUTH, running_gateway
 from costr.testing.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from costr.testing import AUTH, TEST_KEY, running_gateway
+from costr.testing import AUTH, running_gateway
 from costr.testing.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ import pytest
 
 from costr.testing._fake_answers import arguments_from_schema
 from costr.testing.fake_upstream import FakeUpstream
+from costr.testing import sse_events
 
 READ_FILE_SCHEMA = {"type": "object", "required": ["file_path"],
                     "properties": {"file_path": {"type": "string"}, "limit": {"type": "integer"}}}
@@ -31,16 +32,6 @@ def client(fake):
 
 def sse_data(response: httpx.Response) -> list[str]:
     return [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
-
-
-def sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
-    events, name = [], None
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            name = line[len("event: "):]
-        elif line.startswith("data: "):
-            events.append((name, json.loads(line[len("data: "):])))
-    return events
 
 
 def test_openai_chat_answers_reply_exactly_with_usage(client):

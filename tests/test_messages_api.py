@@ -9,7 +9,7 @@ import anthropic
 import httpx
 import pytest
 
-from costr.testing import AUTH, TEST_KEY, running_gateway
+from costr.testing import AUTH, TEST_KEY, running_gateway, sse_events
 
 from conftest import LOCAL_POOL, write_config
 
@@ -70,16 +70,6 @@ def anthropic_gateway(tmp_path, fake_upstream, monkeypatch):
 def sdk(base_url: str, **kw) -> anthropic.Anthropic:
     kw.setdefault("api_key", TEST_KEY)
     return anthropic.Anthropic(base_url=base_url, max_retries=0, **kw)
-
-
-def sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
-    events, name = [], None
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            name = line[len("event: "):]
-        elif line.startswith("data: "):
-            events.append((name, json.loads(line[len("data: "):])))
-    return events
 
 
 # ---- answers ----------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ and accounted, and that a broken backend never breaks a request."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import anthropic

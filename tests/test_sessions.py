@@ -5,7 +5,7 @@ import httpx
 
 from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult
 from costr.sessions import SessionTiers, continues_tool_loop
-from costr.testing import AUTH, TEST_KEY
+from costr.testing import AUTH
 
 HARD_ASK = ("Design a lock-free concurrent queue, prove its linearizability invariant step by "
             "step, and review the edge cases under memory reordering.")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -21,16 +20,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import pytest
 
 from costr.testing.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.anyio
-POSTGRES_URL = os.environ.get("COSTR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from conftest import fresh_postgres_schema
 REDIS_URL = os.environ.get("COSTR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 # One model, so every request is held and charged at the same prices (USD per million tokens,
@@ -83,18 +80,8 @@ def anyio_backend():
 @pytest.fixture
 async def database():
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    where = urlsplit(POSTGRES_URL)._replace(netloc=urlsplit(POSTGRES_URL).hostname or "").geturl()
-    try:
-        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL not reachable at {where}: {exc}")
-    schema = f"t_{secrets.token_hex(6)}"
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}search_path={schema}"
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
+    async with fresh_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,13 +3,9 @@ test in a fresh schema; skipped with the reason when no server answers)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import subprocess
 import sys
-from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 
 from costr.accounts import ApiKey, Feedback, LedgerRecord, hash_secret
@@ -17,7 +13,7 @@ from costr.store import open_store
 from costr.store_sql import MIGRATIONS
 
 pytestmark = pytest.mark.anyio
-POSTGRES_URL = os.environ.get("COSTR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from conftest import fresh_postgres_schema
 
 
 @pytest.fixture
@@ -30,18 +26,8 @@ async def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'costr.db'}"
         return
-    where = urlsplit(POSTGRES_URL)._replace(netloc=urlsplit(POSTGRES_URL).hostname or "").geturl()
-    try:
-        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL not reachable at {where}: {exc}")
-    schema = f"t_{secrets.token_hex(6)}"
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}search_path={schema}"
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
+    async with fresh_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

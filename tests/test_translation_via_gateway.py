@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 
-from costr.testing import AUTH, TEST_KEY, running_gateway, use_cassette
+from costr.testing import TEST_KEY, running_gateway, use_cassette
 
 from conftest import REPO
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from costr.testing import AUTH, TEST_KEY, running_gateway
+from costr.testing import AUTH, running_gateway
 from costr.testing.fake_upstream import FakeUpstream
 
 from conftest import LOCAL_POOL, write_config

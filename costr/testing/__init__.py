@@ -141,3 +141,17 @@ def running_gateway(providers_yaml: str | os.PathLike, policies_dir: str | os.Pa
         server.should_exit = True
         thread.join(timeout=10)
         scratch.cleanup()
+
+
+def sse_events(response) -> list[tuple[str | None, dict]]:
+    """A finished SSE response (anything with `iter_lines()`, such as an httpx response) as
+    (event name, parsed data) pairs; `data: [DONE]` is left out."""
+    import json
+
+    events, name = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[len("event: "):]
+        elif line.startswith("data: ") and line != "data: [DONE]":
+            events.append((name, json.loads(line[len("data: "):])))
+    return events
