@@ -22,6 +22,9 @@ def add_train_scorer_parser(sub) -> None:
                         help="the budget model of a dataset with more than two models "
                              "(default: the mean of all its models)")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--prior-weight", type=float, default=1.0,
+                        help="how much of the hand-set heuristic evidence to blend in: higher "
+                             "generalises better to unlike prompts, lower fits the data better")
 
 
 def run_train_scorer(args) -> int:
@@ -35,14 +38,15 @@ def run_train_scorer(args) -> int:
     datasets = sorted({e.dataset for e in examples})
     print(f"{len(examples)} records in {len(datasets)} dataset(s): {', '.join(datasets)}")
     if args.folds >= 2:
-        report = training.cross_validate(examples, folds=args.folds, epochs=args.epochs)
+        report = training.cross_validate(examples, folds=args.folds, epochs=args.epochs,
+                                          prior_weight=args.prior_weight)
         print("APGR on held-out prompts (0.5 = random routing; higher is better):")
         print(f"  {'dataset':<16}{f'{args.folds}-fold':>10}{'other datasets only':>22}")
         for d in datasets:
             other = report["other datasets"].get(d)
             print(f"  {d:<16}{report['k-fold'][d]:>10.3f}"
                   f"{'' if other is None else f'{other:.3f}':>22}")
-    model = training.train(examples, epochs=args.epochs)
+    model = training.train(examples, epochs=args.epochs, prior_weight=args.prior_weight)
     model.meta = {"records": len(examples), "datasets": datasets, "weak": weak}
     model.save(args.out)
     print(f"wrote {args.out} ({len(model.sparse)} n-gram weights) in "

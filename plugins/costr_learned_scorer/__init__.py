@@ -1,0 +1,10 @@
+"""A learned complexity scorer: hashed n-grams and the heuristic's signals in a linear model,
+trained with `costr train-scorer` and shipped with a default model."""
+from costr.hookspecs import hookimpl
+
+from .scorer import LearnedScorer
+
+
+@hookimpl
+def register_scorers(register):
+    register("learned", LearnedScorer)
