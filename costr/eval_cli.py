@@ -257,23 +257,24 @@ def format_report(report: dict) -> str:
                 f"  CPT(50%)        {_ci(d['cpt50'])}",
                 f"  CPT(80%)        {_ci(d['cpt80'])}",
                 f"  95% quality     strong share {_ci(d['share_at_95'])}, savings "
-                f"{_ci(d['savings_at_95'])}",
-                "  " + f"{'policy':<10}" + "".join(f"{t:>10}" for t in tiers)
-                + f"  {'strong share':<25}{'quality kept':<25}savings"]
-        for name, point in d["policies"].items():
-            out.append("  " + f"{name:<10}" + "".join(
-                f"{_pct(point['tier_share'].get(t, 0.0)):>10}" for t in tiers)
-                + f"  {_ci(point['strong_share']):<24} {_ci(point['quality_kept']):<24} "
-                + _ci(point["savings"]))
+                f"{_ci(d['savings_at_95'])}"]
+        out += _policy_rows(d["policies"], tiers, _ci, 25)
     overall = report["overall"]
     out += ["", f"overall: {overall['prompts']} prompts; APGR mean over datasets "
-            f"{_num(overall['apgr_mean'])}, worst {_num(overall['apgr_min'])}",
-            "  " + f"{'policy':<10}" + "".join(f"{t:>10}" for t in tiers)
-            + f"  {'strong share':>12}  {'quality kept':>12}  {'savings':>8}"]
-    for name, point in overall["policies"].items():
-        out.append("  " + f"{name:<10}" + "".join(
-            f"{_pct(point['tier_share'].get(t, 0.0)):>10}" for t in tiers)
-            + f"  {_pct(point['strong_share']):>12}  {_pct(point['quality_kept']):>12}"
-            + f"  {_pct(point['savings']):>8}")
+            f"{_num(overall['apgr_mean'])}, worst {_num(overall['apgr_min'])}"]
+    out += _policy_rows(overall["policies"], tiers, _pct, 14)
     out.append(f"({report['seconds']} s)")
     return "\n".join(out)
+
+
+def _policy_rows(policies: dict, tiers: list[str], show, width: int) -> list[str]:
+    """A header and one row per policy: its share per tier, strong share, quality kept, savings
+    (`show` formats the last three: with or without intervals)."""
+    rows = ["  " + f"{'policy':<10}" + "".join(f"{t:>10}" for t in tiers)
+            + "  " + "".join(f"{h:<{width}}" for h in ("strong share", "quality kept")) + "savings"]
+    for name, point in policies.items():
+        rows.append("  " + f"{name:<10}" + "".join(
+            f"{_pct(point['tier_share'].get(t, 0.0)):>10}" for t in tiers)
+            + "  " + "".join(f"{show(point[k]):<{width}}" for k in ("strong_share", "quality_kept"))
+            + show(point["savings"]))
+    return rows
