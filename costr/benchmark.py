@@ -41,6 +41,7 @@ _CHAT_TEMPLATE = json.dumps(CHAT).replace("one short sentence.", "one short sent
 _STREAM_TEMPLATE = json.dumps(STREAMED_CHAT).replace("one short sentence.", "one short sentence (%d).")
 _CHAT_BYTES = json.dumps(CHAT).encode()
 _DRY_RUN = "/v1/router/dry-run"
+AGENT_TOKENS = 100_000
 _counter = iter(range(10**12))
 WARMUP = 200
 LOAD_FACTOR = 5  # the concurrent runs send more, so CPU (read in 10 ms ticks) is measured finely
@@ -61,6 +62,8 @@ class Figures:
     cache_hit_p50_ms: float | None = None
     cache_hit_cpu_ms_per_request: float | None = None
     dry_run_cpu_ms_per_request: float | None = None
+    agent_dry_run_p50_ms: float | None = None
+    agent_dry_run_cpu_ms_per_request: float | None = None
 
 
 class BenchmarkError(Exception):
@@ -237,9 +240,49 @@ async def measure_gateway_only(session, url: str, pid: int, requests: int, concu
     cpu_before = cpu_seconds(pid)
     await run_concurrently(dry_run, load, concurrency)
     cpu_dry = cpu_seconds(pid) - cpu_before
+    agent_body, agent_count = agent_request(AGENT_TOKENS), max(20, requests // 20)
+    agent = lambda: send_chat(session, f"{url}{_DRY_RUN}", agent_body)  # noqa: E731
+    await run_concurrently(agent, 5, 1)
+    cpu_before = cpu_seconds(pid)
+    agent_latencies = [await agent() for _ in range(agent_count)]
+    cpu_agent = cpu_seconds(pid) - cpu_before
     return {"cache_hit_p50_ms": percentile(latencies, 50) * 1000,
             "cache_hit_cpu_ms_per_request": cpu_hit / load * 1000,
-            "dry_run_cpu_ms_per_request": cpu_dry / load * 1000}
+            "dry_run_cpu_ms_per_request": cpu_dry / load * 1000,
+            "agent_dry_run_p50_ms": percentile(agent_latencies, 50) * 1000,
+            "agent_dry_run_cpu_ms_per_request": cpu_agent / agent_count * 1000}
+
+
+def agent_request(tokens: int) -> bytes:
+    """An Anthropic Messages request shaped like a coding agent's late in a task, about `tokens`
+    long: a long system prompt, 20 tool schemas, injected context in the first user turn, then
+    tool calls and their results until the size is reached."""
+    import random
+    rng = random.Random(7)
+    vocabulary = ("the of and to in is for on that with function return value file path error "
+                  "import class def self test cache session entry expired").split()
+
+    def words(n: int) -> str:
+        return " ".join(rng.choice(vocabulary) for _ in range(n))
+
+    tools = [{"name": f"tool_{i}", "description": words(150), "input_schema": {
+        "type": "object", "properties": {f"arg_{j}": {"type": "string", "description": words(20)}
+                                         for j in range(6)}}} for i in range(20)]
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": f"<system-reminder>{words(2000)}</system-reminder>"},
+        {"type": "text", "text": "Make the session cache evict expired entries lazily, then run "
+                                 "the tests and fix what fails."}]}]
+    body = {"model": "auto", "max_tokens": 4096, "system": [{"type": "text", "text": words(3000)}],
+            "tools": tools, "messages": messages}
+    turn = 0
+    while len(json.dumps(body)) < tokens * 4:   # about 4 characters a token
+        messages.append({"role": "assistant", "content": [
+            {"type": "text", "text": words(40)},
+            {"type": "tool_use", "id": f"toolu_{turn}", "name": "tool_1", "input": {"arg_0": words(10)}}]})
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{turn}", "content": words(1000)}]})
+        turn += 1
+    return json.dumps(body).encode()
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -259,7 +302,11 @@ ROWS = [("Latency p50, 1 client (ms)", "p50_ms", "{:.2f}"),
         ("Cache hit: latency p50, 1 client (ms)", "cache_hit_p50_ms", "{:.2f}"),
         ("Cache hit: server CPU per request, {c} clients (ms)", "cache_hit_cpu_ms_per_request", "{:.3f}"),
         ("Bare handling (dry-run): server CPU per request, {c} clients (ms)",
-         "dry_run_cpu_ms_per_request", "{:.3f}")]
+         "dry_run_cpu_ms_per_request", "{:.3f}"),
+        (f"Agent request, {AGENT_TOKENS // 1000}k tokens, dry-run: latency p50, 1 client (ms)",
+         "agent_dry_run_p50_ms", "{:.2f}"),
+        (f"Agent request, {AGENT_TOKENS // 1000}k tokens, dry-run: server CPU per request (ms)",
+         "agent_dry_run_cpu_ms_per_request", "{:.3f}")]
 
 
 def markdown_table(direct: Figures, gateway: Figures | None, concurrency: int, requests: int) -> str:

@@ -10,5 +10,6 @@ def test_benchmark_runs_and_reports_every_figure():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout[result.stdout.index("{"):])
     text = json.dumps(report)
-    for figure in ("p50_ms", "p99_ms", "requests_per_second", "cpu_ms_per_request"):
+    for figure in ("p50_ms", "p99_ms", "requests_per_second", "cpu_ms_per_request",
+                   "agent_dry_run_cpu_ms_per_request"):
         assert figure in text
