@@ -12,7 +12,6 @@ from .config import load_config
 from .errors import ConfigError
 from .eval_cli import add_eval_parser, run_eval
 from .keys_cli import add_keys_parser, database_options, run_keys
-from .train_scorer import add_train_scorer_parser, run_train_scorer
 from .store import StoreUnavailable, open_store, redacted
 from .plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
 
@@ -43,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(check)
     sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
     add_keys_parser(sub)
-    add_train_scorer_parser(sub)
     add_eval_parser(sub)
     sub.add_parser("bench", help="measure the gateway against a local fake upstream "
                    "(options: costr bench --help)", add_help=False)
@@ -56,18 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["connect"]:  # needs no plugins or configuration
         from . import connect
         return connect.main(argv[1:])
-    args = parser.parse_args(argv)
-    if args.command == "keys":
-        return run_keys(args)
-    if args.command == "train-scorer":  # needs no configuration
-        return run_train_scorer(args)
-    if args.command == "eval":
-        return run_eval(args)
     try:
         registry, pm = _load_plugins()
+        plugin_commands = _add_plugin_commands(sub, registry)
     except DuplicateRegistration as exc:
         print(f"costr: plugin conflict: {exc}", file=sys.stderr)
         return 2
+    args = parser.parse_args(argv)
+    if args.command in plugin_commands:  # a plugin's own command: no configuration needed
+        return plugin_commands[args.command].run(args)
+    if args.command == "keys":
+        return run_keys(args)
+    if args.command == "eval":
+        return run_eval(args)
     if args.command == "plugins":
         return _plugins(pm)
     try:
@@ -85,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
 def _load_plugins():
     pm = make_plugin_manager()
     return collect(pm), pm
+
+
+def _add_plugin_commands(sub, registry) -> dict:
+    """Subcommands registered by plugins; a name the host already uses is a conflict."""
+    for name, command in registry.commands.items():
+        if name in sub.choices:
+            plugin = registry.origins[("command", name)]
+            raise DuplicateRegistration(f"plugin {plugin!r} registers the command {name!r}, "
+                                        "which costr already has")
+        command.add_arguments(sub.add_parser(name, help=command.help))
+    return dict(registry.commands)
 
 
 def _plugins(pm) -> int:

@@ -40,3 +40,10 @@ def register_cache_backends(register):
     """Register response-cache backends: `register(scheme, factory)`, where
     `factory(url: str, options: dict)` returns a `costr.cache.CacheBackend`;
     the scheme is what a cache URL starts with (`memory://`)."""
+
+
+@hookspec
+def register_commands(register):
+    """Register `costr` subcommands: `register(name, command)`, where `command` has `help` (one
+    line for `costr --help`), `add_arguments(parser)` (an argparse parser to fill) and
+    `run(args) -> int` (the exit status). A name the host already uses is refused."""

@@ -21,6 +21,7 @@ KINDS = {
     "register_scorers": "scorer",
     "register_policy_types": "policy type",
     "register_cache_backends": "cache backend",
+    "register_commands": "command",
 }
 
 
@@ -36,6 +37,7 @@ class Registry:
     scorers: dict[str, Callable] = field(default_factory=dict)
     policy_types: dict[str, Callable] = field(default_factory=dict)
     cache_backends: dict[str, Callable] = field(default_factory=dict)
+    commands: dict[str, Any] = field(default_factory=dict)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin
 
 

@@ -67,3 +67,46 @@ def test_registered_plugin_unregisters_when_the_test_fails():
     except AssertionError:
         pass
     assert "throwaway" not in collect(pm).scorers
+
+
+class GreetCommand:
+    help = "say hello"
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("who")
+
+    @staticmethod
+    def run(args):
+        print(f"hello {args.who}")
+        return 7
+
+
+class CommandPlugin:
+    def __init__(self, name):
+        self.name = name
+
+    @hookimpl
+    def register_commands(self, register):
+        register(self.name, GreetCommand)
+
+
+def _cli_with(monkeypatch, plugin):
+    from costr import cli
+    pm = make_plugin_manager()
+    pm.register(plugin, name="command-plugin")
+    monkeypatch.setattr(cli, "make_plugin_manager", lambda: pm)
+    return cli
+
+
+def test_a_plugin_adds_a_costr_command(monkeypatch, capsys):
+    cli = _cli_with(monkeypatch, CommandPlugin("greet"))
+    assert cli.main(["greet", "operator"]) == 7
+    assert capsys.readouterr().out == "hello operator\n"
+
+
+def test_a_plugin_cannot_take_a_built_in_command(monkeypatch, capsys):
+    cli = _cli_with(monkeypatch, CommandPlugin("serve"))
+    assert cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "command-plugin" in err and "'serve'" in err

@@ -2,9 +2,15 @@
 trained with `costr train-scorer` and shipped with a default model."""
 from costr.hookspecs import hookimpl
 
+from . import command
 from .scorer import LearnedScorer
 
 
 @hookimpl
 def register_scorers(register):
     register("learned", LearnedScorer)
+
+
+@hookimpl
+def register_commands(register):
+    register("train-scorer", command)

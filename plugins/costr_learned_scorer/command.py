@@ -3,17 +3,15 @@ well it routes prompts it did not see (grouped cross-validation, APGR per datase
 the model file that `routing.scorer_options.model` can point at."""
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 import time
 
-_PLUGIN = "costr_learned_scorer"   # the scorer plugin that owns the features and the file format
+from . import training
+
+help = "train the learned complexity scorer from labelled records (JSONL) and write its model file"
 
 
-def add_train_scorer_parser(sub) -> None:
-    parser = sub.add_parser("train-scorer", help="train the learned complexity scorer from "
-                            "labelled records (JSONL) and write its model file")
+def add_arguments(parser) -> None:
     parser.add_argument("data", help="JSONL: one {dataset, messages, scores: {model: 0..1}} a line")
     parser.add_argument("--out", default="scorer_model.json.gz", help="where to write the model")
     parser.add_argument("--folds", type=int, default=2,
@@ -27,8 +25,7 @@ def add_train_scorer_parser(sub) -> None:
                              "generalises better to unlike prompts, lower fits the data better")
 
 
-def run_train_scorer(args) -> int:
-    training = importlib.import_module(f"{_PLUGIN}.training")
+def run(args) -> int:
     weak = dict(item.split("=", 1) for item in args.weak)
     started = time.monotonic()
     examples = training.read_examples(args.data, weak=weak)
