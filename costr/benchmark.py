@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import aiohttp
 
+from .benchmark_report import AGENT_TOKENS, machine, markdown_table
+from .testing.agent_request import agent_request
 from .testing.fake_upstream import write_gateway_config  # the fake and its pool live together
 
 CHAT = {"model": "auto", "max_tokens": 64,
@@ -41,7 +42,6 @@ _CHAT_TEMPLATE = json.dumps(CHAT).replace("one short sentence.", "one short sent
 _STREAM_TEMPLATE = json.dumps(STREAMED_CHAT).replace("one short sentence.", "one short sentence (%d).")
 _CHAT_BYTES = json.dumps(CHAT).encode()
 _DRY_RUN = "/v1/router/dry-run"
-AGENT_TOKENS = 100_000
 _counter = iter(range(10**12))
 WARMUP = 200
 LOAD_FACTOR = 5  # the concurrent runs send more, so CPU (read in 10 ms ticks) is measured finely
@@ -253,92 +253,9 @@ async def measure_gateway_only(session, url: str, pid: int, requests: int, concu
             "agent_dry_run_cpu_ms_per_request": cpu_agent / agent_count * 1000}
 
 
-def agent_request(tokens: int) -> bytes:
-    """An Anthropic Messages request shaped like a coding agent's late in a task, about `tokens`
-    long: a long system prompt, 20 tool schemas, injected context in the first user turn, then
-    tool calls and their results until the size is reached."""
-    import random
-    rng = random.Random(7)
-    vocabulary = ("the of and to in is for on that with function return value file path error "
-                  "import class def self test cache session entry expired").split()
-
-    def words(n: int) -> str:
-        return " ".join(rng.choice(vocabulary) for _ in range(n))
-
-    tools = [{"name": f"tool_{i}", "description": words(150), "input_schema": {
-        "type": "object", "properties": {f"arg_{j}": {"type": "string", "description": words(20)}
-                                         for j in range(6)}}} for i in range(20)]
-    messages = [{"role": "user", "content": [
-        {"type": "text", "text": f"<system-reminder>{words(2000)}</system-reminder>"},
-        {"type": "text", "text": "Make the session cache evict expired entries lazily, then run "
-                                 "the tests and fix what fails."}]}]
-    body = {"model": "auto", "max_tokens": 4096, "system": [{"type": "text", "text": words(3000)}],
-            "tools": tools, "messages": messages}
-    turn = 0
-    while len(json.dumps(body)) < tokens * 4:   # about 4 characters a token
-        messages.append({"role": "assistant", "content": [
-            {"type": "text", "text": words(40)},
-            {"type": "tool_use", "id": f"toolu_{turn}", "name": "tool_1", "input": {"arg_0": words(10)}}]})
-        messages.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": f"toolu_{turn}", "content": words(1000)}]})
-        turn += 1
-    return json.dumps(body).encode()
-
-
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
-# -- report ------------------------------------------------------------------------------------
-
-ROWS = [("Latency p50, 1 client (ms)", "p50_ms", "{:.2f}"),
-        ("Latency p99, 1 client (ms)", "p99_ms", "{:.2f}"),
-        ("Throughput, {c} clients (req/s)", "requests_per_second", "{:.0f}"),
-        ("Streamed: first byte p50, 1 client (ms)", "stream_ttfb_p50_ms", "{:.2f}"),
-        ("Streamed: whole answer p50, 1 client (ms)", "stream_total_p50_ms", "{:.2f}"),
-        ("Server CPU per request, {c} clients (ms)", "cpu_ms_per_request", "{:.3f}"),
-        ("Server CPU per streamed request, {c} clients (ms)", "stream_cpu_ms_per_request", "{:.3f}"),
-        ("Cache hit: latency p50, 1 client (ms)", "cache_hit_p50_ms", "{:.2f}"),
-        ("Cache hit: server CPU per request, {c} clients (ms)", "cache_hit_cpu_ms_per_request", "{:.3f}"),
-        ("Bare handling (dry-run): server CPU per request, {c} clients (ms)",
-         "dry_run_cpu_ms_per_request", "{:.3f}"),
-        (f"Agent request, {AGENT_TOKENS // 1000}k tokens, dry-run: latency p50, 1 client (ms)",
-         "agent_dry_run_p50_ms", "{:.2f}"),
-        (f"Agent request, {AGENT_TOKENS // 1000}k tokens, dry-run: server CPU per request (ms)",
-         "agent_dry_run_cpu_ms_per_request", "{:.3f}")]
-
-
-def markdown_table(direct: Figures, gateway: Figures | None, concurrency: int, requests: int) -> str:
-    lines = ["| | direct to upstream | through Costr | added by Costr |", "|---|---:|---:|---:|"]
-    for label, key, fmt in ROWS:
-        a = getattr(direct, key)
-        b = getattr(gateway, key) if gateway else None
-        through = fmt.format(b) if b is not None else "n/a"
-        signed = fmt.replace("{:", "{:+")
-        added = "" if b is None or a is None or key == "requests_per_second" else signed.format(
-            b if key.endswith("cpu_ms_per_request") else b - a)  # the gateway's CPU is all added
-        direct_text = fmt.format(a) if a is not None else "n/a"
-        lines.append(f"| {label.format(c=concurrency)} | {direct_text} | {through} | {added} |")
-    if gateway and gateway.cache_hit_cpu_ms_per_request is not None:
-        over = gateway.cache_hit_cpu_ms_per_request - gateway.dry_run_cpu_ms_per_request
-        lines.append(f"| Cache hit over bare handling: CPU per request (ms) | | | {over:+.3f} |")
-    lines.append("")
-    lines.append(f"{requests} requests per 1-client figure after {WARMUP} warm-up requests, "
-                 f"{requests * LOAD_FACTOR} per {concurrency}-client figure; {machine()}. "
-                 "The upstream is costr's fake in fast mode, on the same machine; \"Server CPU\" is "
-                 "the fake's own CPU when direct and the gateway's alone when through Costr.")
-    return "\n".join(lines)
-
-
-def machine() -> str:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} CPUs ({model or platform.machine()}), Python {platform.python_version()}"
 
 
 # -- entry point -------------------------------------------------------------------------------
@@ -375,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                           "direct": _rounded(direct),
                           "gateway": _rounded(gateway) if gateway else None}, indent=2))
     else:
-        print(markdown_table(direct, gateway, args.concurrency, args.requests))
+        print(markdown_table(direct, gateway, args.concurrency, args.requests,
+                             args.requests * LOAD_FACTOR, WARMUP))
     return 0
 
 
