@@ -1,6 +1,7 @@
 """The caller's account: credits, daily usage, routing stats, request history, feedback, and
-the admin API for keys. Each answers for the calling key; an admin key may name another with
-`?key_id=` (or `key_id=all` for every key, where that makes sense)."""
+the admin API for keys and for exporting feedback as training records. Each answers for the
+calling key; an admin key may name another with `?key_id=` (or `key_id=all` for every key, where
+that makes sense)."""
 from __future__ import annotations
 
 import time
@@ -8,11 +9,13 @@ from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .accounts import MICROS, ApiKey, Feedback
 from .auth import require_admin
 from .errors import InvalidRequest, NotFound
+from .feedback_export import export_lines
 from .formats import parse_json_object
 from .keys_cli import issue_key
 from .pipeline import json_response
@@ -29,6 +32,7 @@ def routes(endpoint) -> list[Route]:
         Route("/v1/router/stats", endpoint(_stats), methods=["GET"]),
         Route("/v1/requests", endpoint(_requests), methods=["GET"]),
         Route("/v1/router/feedback", endpoint(_feedback), methods=["POST"]),
+        Route("/v1/router/feedback/export", endpoint(_export_feedback), methods=["GET"]),
         Route("/v1/admin/keys", endpoint(_list_keys), methods=["GET"]),
         Route("/v1/admin/keys", endpoint(_create_key), methods=["POST"]),
         Route("/v1/admin/keys/{ident}/revoke", endpoint(_revoke_key), methods=["POST"]),
@@ -168,6 +172,23 @@ async def _feedback(gateway, key: ApiKey, request: Request):
     await gateway.books.store.add_feedback(Feedback(request_id, record.key_id, rating, comment, time.time()))
     return json_response({"object": "feedback", "request_id": request_id, "rating": rating,
                           "stored": True})
+
+
+async def _export_feedback(gateway, key: ApiKey, request: Request):
+    """JSONL training records (feedback_export.py); `x-costr-skipped` counts the rated requests
+    left out because their prompt was not kept."""
+    require_admin(key)
+    since, wanted = request.query_params.get("since"), request.query_params.get("key_id")
+    try:
+        since_days = float(since) if since is not None else None
+    except ValueError:
+        raise InvalidRequest("'since' must be a number of days.", param="since") from None
+    await gateway.books.ledger.flush()
+    await gateway.prompts.flush()
+    lines, skipped = await export_lines(gateway.books.store, since_days,
+                                        None if wanted in (None, "", "all") else wanted)
+    return Response(b"".join(lines), media_type="application/x-ndjson",
+                    headers={"x-costr-skipped": str(skipped)})
 
 
 async def _list_keys(gateway, key: ApiKey, request: Request):

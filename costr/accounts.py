@@ -1,4 +1,5 @@
-"""Keys, credits and the ledger: the records Costr keeps, and the store that keeps them.
+"""Keys, credits, the ledger, feedback and (opt-in) kept prompts: the records Costr keeps, and
+the store that keeps them.
 
 Money is held as integer micro-dollars (1 USD = 1,000,000) so balances add up exactly.
 A key's secret is `cr-` plus 43 URL-safe random characters; only its SHA-256 is stored, with a
@@ -91,9 +92,34 @@ class Feedback:
     ts: float = 0.0
 
 
+@dataclass(slots=True)
+class KeptPrompt:
+    """An answered, auto-routed request's conversation, kept (opt-in) so a rating of it can
+    train a scorer. Never headers or keys: only the messages, text only."""
+    request_id: str
+    key_id: str
+    ts: float                    # when the request arrived, as in its ledger record
+    messages: str                # JSON: chat messages as in routing-eval records (kept_prompts.py)
+
+
+@dataclass(slots=True)
+class RatedRequest:
+    """A rated request as the ledger tells it (the latest rating), with its kept conversation,
+    or None when it was not kept."""
+    request_id: str
+    key_id: str
+    ts: float
+    routed_model: str
+    tier: str | None
+    policy: str | None
+    complexity: float | None
+    rating: int
+    messages: list[dict] | None
+
+
 class Store(Protocol):
-    """Where keys, credits, the ledger and feedback live: SQLite or PostgreSQL. Every method is
-    safe under concurrency, across processes sharing the database."""
+    """Where keys, credits, the ledger, feedback and kept prompts live: SQLite or PostgreSQL.
+    Every method is safe under concurrency, across processes sharing the database."""
 
     async def migrate(self) -> None:
         """Apply the versioned schema migrations not yet applied."""
@@ -141,3 +167,12 @@ class Store(Protocol):
     async def ledger_record(self, request_id: str) -> LedgerRecord | None: ...
 
     async def add_feedback(self, feedback: Feedback) -> None: ...
+
+    # kept prompts
+    async def keep_prompts(self, prompts: list[KeptPrompt]) -> None: ...
+
+    async def forget_prompts_before(self, ts: float) -> int:
+        """Delete the prompts of requests made before `ts`; returns how many."""
+
+    async def rated_requests(self, since_ts: float, key_id: str | None) -> list[RatedRequest]:
+        """Rated requests made since `since_ts` (of one key, or every key), oldest first."""

@@ -18,6 +18,7 @@ from .live_config import ConfigHolder
 from .accounting import Books
 from .auth import KeyCache
 from .cache import open_cache
+from .kept_prompts import PromptKeeper
 from .ledger import LedgerWriter
 from .response_cache import ResponseCache
 from .limits import open_limiter
@@ -53,8 +54,10 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
         holder.start_watching()
         books = Books(store, KeyCache(store), ledger, limiter)
         responses = ResponseCache(_open_cache_backend(cache, registry))
+        prompts = PromptKeeper(store, lambda: holder.current.config.feedback.keep_days)
+        prompts.start()
         app.state.gateway = Gateway(config=holder, sessions=SessionTiers(), books=books,
-                                    cache=responses)
+                                    cache=responses, prompts=prompts)
         app.state.started = time.time()
         try:
             yield
@@ -62,6 +65,7 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
             holder.stop_watching()
             await responses.close()
             await ledger.close()
+            await prompts.close()
             await limiter.close()
             await http.close()
             await store.close()

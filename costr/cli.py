@@ -8,9 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-from .config import load_config
+from .config import load_config, stale_confidence
 from .errors import ConfigError
+from .calibrate_cli import add_calibrate_parser, run_calibrate
 from .eval_cli import add_eval_parser, run_eval
+from .feedback_export import add_feedback_parser, run_feedback
 from .keys_cli import add_keys_parser, database_options, run_keys
 from .store import StoreUnavailable, open_store, redacted
 from .plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
@@ -42,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(check)
     sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
     add_keys_parser(sub)
+    add_feedback_parser(sub)
     add_eval_parser(sub)
+    add_calibrate_parser(sub)
     sub.add_parser("bench", help="measure the gateway against a local fake upstream "
                    "(options: costr bench --help)", add_help=False)
     sub.add_parser("connect", help="print or --write the settings that point a coding agent at "
@@ -65,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return plugin_commands[args.command].run(args)
     if args.command == "keys":
         return run_keys(args)
+    if args.command == "feedback":
+        return run_feedback(args)
     if args.command == "eval":
         return run_eval(args)
+    if args.command == "calibrate":
+        return run_calibrate(args)
     if args.command == "plugins":
         return _plugins(pm)
     try:
@@ -118,6 +126,9 @@ def _check(config) -> int:
           f"{', '.join(sorted(config.policies))}; baseline {config.baseline.id}.")
     for name, env in missing.items():
         print(f"note: provider {name} is left out of routing until {env} is set.")
+    stale = stale_confidence(config.routing)
+    if stale:
+        print(f"note: {stale}.")
     return 0
 
 
@@ -131,6 +142,9 @@ def _serve(args, registry, config) -> int:
     except StoreUnavailable as exc:
         print(f"costr: {exc}", file=sys.stderr)
         return 2
+    stale = stale_confidence(config.routing)
+    if stale:
+        print(f"costr: warning: {stale}.", file=sys.stderr)
     if not keys:
         where = f" --database {redacted(args.database)}" if args.database else (
             f" --data-dir {args.data_dir}" if args.data_dir else "")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .confidence import check_table
 from .errors import ConfigError
 from .providers import ModelSpec, Price, ProviderSettings
 from .upstream import Timeouts
@@ -59,12 +60,20 @@ class ModelEntry(_Strict):
     options: dict[str, Any] = {}
 
 
+class ConfidenceEntry(_Strict):
+    """P(the cheapest tier suffices) at rising scores, written by `costr calibrate`."""
+    scorer: str | None = None                      # the scorer the table was fitted for
+    scores: list[float] = Field(min_length=2)
+    budget_suffices: list[float] = Field(min_length=2)
+
+
 class RoutingEntry(_Strict):
-    scorer: str = "heuristic"
+    scorer: str = "learned"
     scorer_options: dict[str, Any] = {}
     default_policy: str = "balanced"
     auto_aliases: list[str] = []   # model names that behave exactly like "auto"
     max_attempts: int = Field(default=2, ge=1, le=5)  # models tried when an upstream fails
+    confidence: ConfidenceEntry | None = None      # calibrated confidence; absent: heuristic
 
 
 class CacheEntry(_Strict):
@@ -75,6 +84,11 @@ class CacheEntry(_Strict):
     charge_hits: bool = False                      # debit a hit at what the answer first cost
 
 
+class FeedbackEntry(_Strict):
+    keep_prompts: bool = False                     # keep answered auto-routed conversations
+    keep_days: int = Field(default=30, ge=1)       # kept conversations are deleted after this
+
+
 class ProvidersFile(_Strict):
     tiers: list[str] = Field(min_length=1)
     baseline: str
@@ -83,6 +97,7 @@ class ProvidersFile(_Strict):
     default_embedding_model: str | None = None
     routing: RoutingEntry = RoutingEntry()
     cache: CacheEntry = CacheEntry()
+    feedback: FeedbackEntry = FeedbackEntry()
 
 
 class PolicyFile(BaseModel):
@@ -103,6 +118,7 @@ class Config:
     routing: RoutingEntry
     default_embedding_model: str | None
     cache: CacheEntry = field(default_factory=CacheEntry)
+    feedback: FeedbackEntry = field(default_factory=FeedbackEntry)
     sources: list[Path] = field(default_factory=list)
 
     def missing_credentials(self) -> dict[str, str]:
@@ -231,6 +247,7 @@ def _check_references(parsed: ProvidersFile, policies: dict, path: Path, lines: 
     if parsed.routing.default_policy not in policies:
         report(("routing", "default_policy"),
                f"no policy file named {parsed.routing.default_policy}.yaml")
+    _check_confidence(parsed.routing, report)
     if registry is None:
         return
     for name, entry in parsed.providers.items():
@@ -249,6 +266,24 @@ def _check_references(parsed: ProvidersFile, policies: dict, path: Path, lines: 
             registry.policy_types[policy.type](name, policy.model_extra or {}, parsed.tiers)
         except (ValueError, TypeError, KeyError) as exc:
             problems.append(_policy_problem(ppath, plines, str(exc)))
+
+
+def _check_confidence(routing: RoutingEntry, report) -> None:
+    table = routing.confidence
+    if table is None:
+        return
+    for key, index, reason in check_table(table.scores, table.budget_suffices):
+        report(("routing", "confidence", key, *(() if index is None else (index,))), reason)
+
+
+def stale_confidence(routing: RoutingEntry) -> str | None:
+    """Why routing.confidence cannot be used, when it was fitted for another scorer (it is then
+    left unused, and routing falls back to the uncalibrated confidence)."""
+    table = routing.confidence
+    if table is None or table.scorer is None or table.scorer == routing.scorer:
+        return None
+    return (f"routing.confidence was fitted for scorer {table.scorer!r}, but routing.scorer is "
+            f"{routing.scorer!r}, so it is not used; rerun `costr calibrate DATA.jsonl --write`")
 
 
 def _policy_problem(path: Path, lines: dict, message: str) -> str:
@@ -281,5 +316,5 @@ def _build(parsed: ProvidersFile, policies: dict, environ, sources: list[Path]) 
         models=models,
         policies={name: (p.type, dict(p.model_extra or {})) for name, (p, _, _) in policies.items()},
         routing=parsed.routing, default_embedding_model=parsed.default_embedding_model,
-        cache=parsed.cache,
+        cache=parsed.cache, feedback=parsed.feedback,
         sources=sources)

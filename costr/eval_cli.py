@@ -7,7 +7,8 @@ does: the first API format that recognises `{"model": "auto", "messages": ...}` 
 
 Per dataset, weak = the cheapest model (prices from costr/eval_prices.yaml or --prices) among
 those every record scores, strong = the one with the highest mean outcome. The cheapest tier
-stands for the weak model and every higher tier for the strong one.
+stands for the weak model and every higher tier for the strong one. When providers.yaml has a
+`routing.confidence` table (costr calibrate), its reliability on the data is reported too.
 """
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ from pathlib import Path
 import orjson
 import yaml
 
-from .config import load_config
+from .config import load_config, stale_confidence
+from .confidence import budget_suffices_points, format_reliability, table_reliability
 from .errors import ConfigError, CostrError
 from .evaluation import Prompt, evaluate, policy_point
+from .given_scores import (GivenScore, ScoresError, add_scores_argument, in_sample_warning,
+                           load_given_scores)
 from .live_config import LiveConfig
 from .plugins import DuplicateRegistration, collect, make_plugin_manager
 from .routing import route_request
@@ -64,6 +68,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=200, metavar="N",
                    help="bootstrap resamples for the 95%% intervals (default 200; 0 for none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    add_scores_argument(p)
     return p
 
 
@@ -78,17 +83,22 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.plot and args.plot.lower().endswith(".png") and not find_spec("matplotlib"):
             raise EvalError("a .png plot needs matplotlib (pip install matplotlib); "
                             "or write an SVG: --plot FILE.svg")
-        live, formats = _live_config(args.providers, args.policies)
+        live, formats = offline_live_config(args.providers, args.policies)
         prices, output_tokens = load_prices(args.prices)
-        routed = route_records(args.data, live, formats)
+        given = load_given_scores(args.scores)
+        routed = route_records(args.data, live, formats, given)
         report = build_report(routed, live, prices, output_tokens, args.bootstrap, args.seed)
         if args.plot:
             from .eval_plot import write_plot
             write_plot(args.plot, report)
-    except EvalError as exc:
+    except (EvalError, ScoresError) as exc:
         print(f"costr eval: {exc}", file=sys.stderr)
         return 2
     report["data"], report["seconds"] = str(args.data), round(time.perf_counter() - started, 2)
+    report["scores"] = args.scores
+    report["warning"] = in_sample_warning(live, args.data, given)
+    if report["warning"]:
+        print(f"costr eval: warning: {report['warning']}", file=sys.stderr)
     if args.json:
         print(json.dumps(_public(report), indent=2))
     else:
@@ -96,7 +106,7 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live_config(providers: str, policies: str) -> tuple[LiveConfig, list]:
+def offline_live_config(providers: str, policies: str) -> tuple[LiveConfig, list]:
     """The configuration with every provider usable, and the API formats in registry order."""
     try:
         registry = collect(make_plugin_manager())
@@ -124,7 +134,10 @@ def load_prices(path: str) -> tuple[dict[str, tuple[float, float]], int]:
                         "(per million tokens) and optionally `typical_output_tokens: N`") from None
 
 
-def route_records(path: str, live: LiveConfig, formats: list) -> list[Routed]:
+def route_records(path: str, live: LiveConfig, formats: list,
+                  given: dict[str, float] | None = None) -> list[Routed]:
+    """Every record routed as dry-run would; with `given` scores, each record's own score
+    stands in for the scorer's (the policies, tiers and models decide as before)."""
     try:
         handle = open(path, "rb")
     except OSError as exc:
@@ -133,13 +146,14 @@ def route_records(path: str, live: LiveConfig, formats: list) -> list[Routed]:
     with handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                routed.append(_route_line(path, number, line, live, formats))
+                routed.append(_route_line(path, number, line, live, formats, given))
     if not routed:
         raise EvalError(f"{path}: no records")
     return routed
 
 
-def _route_line(path: str, number: int, line: bytes, live: LiveConfig, formats) -> Routed:
+def _route_line(path: str, number: int, line: bytes, live: LiveConfig, formats,
+                given: dict[str, float] | None = None) -> Routed:
     where = f"{path}:{number}"
     try:
         record = orjson.loads(line)
@@ -155,6 +169,11 @@ def _route_line(path: str, number: int, line: bytes, live: LiveConfig, formats) 
     for model, value in scores.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise EvalError(f"{where}: scores.{model}: expected a number from 0 to 1, got {value!r}")
+    if given is not None:
+        ident = str(record.get("id") or f"line {number}")
+        if ident not in given:
+            raise EvalError(f"{where}: no score for record {ident!r} in the --scores file")
+        live = dataclasses.replace(live, scorer=GivenScore(given[ident]))
     body = {"model": "auto", "messages": messages}
     fmt = next((f for f in formats if f.recognises(body, {})), formats[0])
     tiers, score, tokens = {}, 0.0, 0
@@ -166,6 +185,31 @@ def _route_line(path: str, number: int, line: bytes, live: LiveConfig, formats) 
     except CostrError as exc:
         raise EvalError(f"{where}: cannot be routed: {exc}") from None
     return Routed(number, str(record.get("dataset") or "traffic"), scores, score, tiers, tokens)
+
+
+@dataclasses.dataclass(slots=True)
+class Dataset:
+    name: str
+    weak_model: str
+    strong_model: str
+    rows: list[Routed]
+    prompts: list[Prompt]         # parallel to rows
+
+
+def split_datasets(routed: list[Routed], prices: dict, output_tokens: int) -> list[Dataset]:
+    """The records per dataset, in order of first appearance, each with its weak and strong
+    model and the evaluation's view of every record (score, both outcomes, both costs)."""
+    by_dataset: dict[str, list[Routed]] = {}
+    for row in routed:
+        by_dataset.setdefault(row.dataset, []).append(row)
+    out = []
+    for name, rows in by_dataset.items():
+        weak, strong = _pick_models(rows, prices, name)
+        prompts = [Prompt(r.score, r.scores[weak], r.scores[strong],
+                          _cost(prices[weak], r.prompt_tokens, output_tokens),
+                          _cost(prices[strong], r.prompt_tokens, output_tokens)) for r in rows]
+        out.append(Dataset(name, weak, strong, rows, prompts))
+    return out
 
 
 def _pick_models(rows: list[Routed], prices: dict, dataset: str) -> tuple[str, str]:
@@ -191,20 +235,15 @@ def build_report(routed: list[Routed], live: LiveConfig, prices: dict, output_to
                  resamples: int, seed: int) -> dict:
     tiers = live.config.tiers
     to_strong = set(tiers[1:])
-    by_dataset: dict[str, list[Routed]] = {}
-    for row in routed:
-        by_dataset.setdefault(row.dataset, []).append(row)
     datasets, pooled, pooled_tiers = [], [], {p: [] for p in live.policies}
-    for name, rows in by_dataset.items():
-        weak, strong = _pick_models(rows, prices, name)
-        prompts = [Prompt(r.score, r.scores[weak], r.scores[strong],
-                          _cost(prices[weak], r.prompt_tokens, output_tokens),
-                          _cost(prices[strong], r.prompt_tokens, output_tokens)) for r in rows]
-        policy_tiers = {p: [r.tiers[p] for r in rows] for p in live.policies}
-        result = evaluate(prompts, policy_tiers, to_strong, resamples, seed)
-        datasets.append({"dataset": name, "prompts": len(rows), "weak_model": weak,
-                         "strong_model": strong, **result})
-        pooled += prompts
+    split = split_datasets(routed, prices, output_tokens)
+    for data in split:
+        policy_tiers = {p: [r.tiers[p] for r in data.rows] for p in live.policies}
+        result = evaluate(data.prompts, policy_tiers, to_strong, resamples, seed)
+        datasets.append({"dataset": data.name, "prompts": len(data.rows),
+                         "weak_model": data.weak_model, "strong_model": data.strong_model,
+                         **result})
+        pooled += data.prompts
         for p in live.policies:
             pooled_tiers[p] += policy_tiers[p]
     apgrs = [d["apgr"]["value"] for d in datasets if d["apgr"]["value"] is not None]
@@ -216,7 +255,21 @@ def build_report(routed: list[Routed], live: LiveConfig, prices: dict, output_to
     }
     return {"scorer": live.config.routing.scorer, "tiers": tiers, "weak_tier": tiers[0],
             "strong_tiers": tiers[1:], "bootstrap": resamples, "seed": seed,
-            "typical_output_tokens": output_tokens, "datasets": datasets, "overall": overall}
+            "typical_output_tokens": output_tokens, "datasets": datasets, "overall": overall,
+            "confidence": _confidence_reliability(live, split)}
+
+
+def _confidence_reliability(live: LiveConfig, split: list[Dataset]) -> dict | None:
+    """How well routing.confidence, when configured, predicts that the weak model suffices."""
+    table = live.config.routing.confidence
+    if table is None or stale_confidence(live.config.routing):
+        return None
+    groups = {d.name: d.prompts for d in split}
+    return {"all": table_reliability(table.scores, table.budget_suffices,
+                                     budget_suffices_points(groups)),
+            "by_dataset": {name: table_reliability(table.scores, table.budget_suffices,
+                                                   budget_suffices_points({name: prompts}))
+                           for name, prompts in groups.items()}}
 
 
 def _cost(price: tuple[float, float], prompt_tokens: int, output_tokens: int) -> float:
@@ -246,10 +299,13 @@ def _ci(entry: dict, fmt=_pct) -> str:
 def format_report(report: dict) -> str:
     policies = list(report["overall"]["policies"])
     tiers = report["tiers"]
+    given = f" (held-out scores from {report['scores']})" if report.get("scores") else ""
     out = [f"costr eval: {report['data']}, {report['overall']['prompts']} prompts, scorer "
-           f"{report['scorer']}, policies {', '.join(policies)}; tier {report['weak_tier']} = "
+           f"{report['scorer']}{given}, policies {', '.join(policies)}; tier {report['weak_tier']} = "
            f"weak model, {', '.join(report['strong_tiers'])} = strong model; 95% intervals from "
            f"{report['bootstrap']} bootstrap resamples"]
+    if report.get("warning"):
+        out.append(f"WARNING: {report['warning']}")
     for d in report["datasets"]:
         out += ["", f"{d['dataset']}: {d['prompts']} prompts; weak {d['weak_model']} (quality "
                 f"{_num(d['weak_quality'])}), strong {d['strong_model']} ({_num(d['strong_quality'])})",
@@ -263,6 +319,14 @@ def format_report(report: dict) -> str:
     out += ["", f"overall: {overall['prompts']} prompts; APGR mean over datasets "
             f"{_num(overall['apgr_mean'])}, worst {_num(overall['apgr_min'])}"]
     out += _policy_rows(overall["policies"], tiers, _pct, 14)
+    if report.get("confidence"):
+        reliability = report["confidence"]
+        out += ["", f"confidence (routing.confidence): P(the {report['weak_tier']} tier does at "
+                "least as well as the strong model | score), against what happened here"]
+        out += format_reliability(reliability["all"])
+        out.append("  per dataset: " + "; ".join(
+            f"{name} ECE {r['ece']:.3f}, Brier {r['brier']:.4f} (base rate "
+            f"{r['brier_base_rate']:.4f})" for name, r in reliability["by_dataset"].items()))
     out.append(f"({report['seconds']} s)")
     return "\n".join(out)
 

@@ -1,8 +1,8 @@
 """The life of a chat request, in one place.
 
 authenticate -> decode the client's format -> route (score, policy, choose model) -> cache
-lookup -> limits and credit hold -> call the provider, with fallback -> account -> cache
-store -> encode in the client's format.
+lookup -> limits and credit hold -> call the provider, with fallback -> account -> keep the
+prompt (if the operator opted in) -> cache store -> encode in the client's format.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .accounting import Books, Entry
 from .conversation import ChatRequest, ChatResponse, Frame, Usage
 from .errors import CostrError, UpstreamError
 from .formats import ApiFormat, RoutingFacts
+from .kept_prompts import PromptKeeper
 from .live_config import ConfigHolder, LiveConfig
 from .pricing import expected_usage, savings_percent
 from .providers import ModelSpec
@@ -32,12 +33,13 @@ log = logging.getLogger("costr.request")
 
 @dataclass
 class Gateway:
-    """What every request shares: the configuration in force, the agent sessions seen, and
-    the books (keys, credits, limits, ledger)."""
+    """What every request shares: the configuration in force, the agent sessions seen, the
+    books (keys, credits, limits, ledger), the response cache and the kept prompts."""
     config: ConfigHolder
     sessions: SessionTiers
     books: Books
     cache: ResponseCache
+    prompts: PromptKeeper
 
 
 async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) -> Response:
@@ -60,6 +62,7 @@ async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) ->
         usage = response.usage = settled_usage(response.usage, route.prompt_tokens, response)
         facts = routing_facts(live, route, model, usage)
         await gateway.books.settle(entry, model, live.config.baseline, usage, facts)
+        gateway.prompts.keep(live.config.feedback, request, route, entry.record)
         if plan:
             await gateway.cache.store(plan, response, model.id)
         return json_response(fmt.encode_response(response, facts),
@@ -87,6 +90,7 @@ async def answer_from_cache(gateway: Gateway, live: LiveConfig, fmt: ApiFormat,
     if not charge:
         facts.savings_percent = 100.0
     await gateway.books.settle(entry, model, live.config.baseline, answer.usage, facts, free=not charge)
+    gateway.prompts.keep(live.config.feedback, request, route, entry.record)
     headers = {**facts.headers(), **entry.headers}
     if not request.stream:
         return json_response(fmt.encode_response(answer, facts), headers=headers)
@@ -176,6 +180,7 @@ async def stream_answer(gateway: Gateway, live: LiveConfig, fmt: ApiFormat, requ
                                  (200, None) if completed else (499, "the client disconnected"))
                 await gateway.books.settle(entry, model, live.config.baseline, usage, facts,
                                            status, error)
+                gateway.prompts.keep(live.config.feedback, request, route, entry.record)
                 if plan and status == 200:   # only whole, successful answers are kept
                     await gateway.cache.store(plan, tally.answer(usage), model.id)
                 gateway.cache.abandon(plan)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import stale_confidence
+from .confidence import interpolate
 from .conversation import ChatRequest
 from .errors import InvalidRequest, ModelNotFound, NoUsableProvider
 from .live_config import LiveConfig
@@ -44,9 +46,7 @@ def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,
         candidates, tier = choose_models(live, request, tier, prompt_tokens)
         if sessions is not None and session and loop_tier != tier:
             sessions.remember(session, tier)
-        margin = policy.margin(complexity.score) if hasattr(policy, "margin") else 0.5
-        # Least sure near a tier boundary, however sure the scorer is of the score itself.
-        confidence = round(complexity.confidence * (0.6 + 0.4 * min(1.0, margin / 0.15)), 2)
+        confidence = _confidence(live, policy, complexity, tier)
         return Route(name, candidates, tier, policy_name, complexity, confidence, prompt_tokens)
     model = live.chat_models.get(name)
     if model is None:
@@ -57,6 +57,20 @@ def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,
         raise NoUsableProvider(f"Model '{name}' needs provider '{model.provider}', which has no "
                                f"credentials: set the environment variable {env}.")
     return Route(name, [model], model.tier, None, None, 1.0, prompt_tokens)
+
+
+def _confidence(live: LiveConfig, policy, complexity: Complexity, tier: str) -> float:
+    """P(the chosen tier suffices), from the calibrated table when there is one: measured for
+    the cheapest tier; a higher tier is the strong model of the data the table was fitted on, so
+    it suffices by construction, and the budget tier's chance goes to the signals instead."""
+    table = live.config.routing.confidence
+    if table is None or stale_confidence(live.config.routing):
+        margin = policy.margin(complexity.score) if hasattr(policy, "margin") else 0.5
+        # Least sure near a tier boundary, however sure the scorer is of the score itself.
+        return round(complexity.confidence * (0.6 + 0.4 * min(1.0, margin / 0.15)), 2)
+    budget = interpolate(table.scores, table.budget_suffices, complexity.score)
+    complexity.signals["budget_suffices"] = round(budget, 3)
+    return round(budget, 2) if tier == live.config.tiers[0] else 1.0
 
 
 def _rank(live: LiveConfig, tier: str) -> int:

@@ -12,7 +12,9 @@ import re
 from dataclasses import fields
 from typing import Any
 
-from .accounts import MICROS, ApiKey, Feedback, LedgerRecord
+import orjson
+
+from .accounts import MICROS, ApiKey, Feedback, KeptPrompt, LedgerRecord, RatedRequest
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [
@@ -67,6 +69,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ts DOUBLE PRECISION NOT NULL)""",
     ]),
     (2, ["ALTER TABLE ledger ADD COLUMN cache_saved_micros BIGINT NOT NULL DEFAULT 0"]),
+    (3, [
+        """CREATE TABLE kept_prompts (
+            request_id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            ts DOUBLE PRECISION NOT NULL,
+            messages TEXT NOT NULL)""",
+        "CREATE INDEX kept_prompts_ts ON kept_prompts (ts)",
+    ]),
 ]
 
 CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -173,6 +183,13 @@ LEDGER_RECORD = f"{_LEDGER_SELECT} WHERE id = ?"
 UPSERT_FEEDBACK = ("INSERT INTO feedback (request_id, key_id, rating, comment, ts) "
                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
                    "rating = excluded.rating, comment = excluded.comment, ts = excluded.ts")
+INSERT_PROMPT = ("INSERT INTO kept_prompts (request_id, key_id, ts, messages) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT (request_id) DO NOTHING")
+FORGET_PROMPTS = "DELETE FROM kept_prompts WHERE ts < ?"
+RATED_REQUESTS = """SELECT l.id, l.key_id, l.ts, l.routed_model, l.tier, l.policy, l.complexity,
+    f.rating, p.messages FROM feedback f JOIN ledger l ON l.id = f.request_id
+    LEFT JOIN kept_prompts p ON p.request_id = f.request_id
+    WHERE l.ts >= ? {key} ORDER BY l.ts, l.id"""
 
 USAGE_BY_DAY = """SELECT day, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens,
     SUM(output_tokens) AS output_tokens, SUM(cached_tokens) AS cached_tokens,
@@ -331,6 +348,25 @@ class SQLStore:
         await self._execute(UPSERT_FEEDBACK, (feedback.request_id, feedback.key_id,
                                               int(feedback.rating), feedback.comment or "",
                                               float(feedback.ts)))
+
+    # kept prompts
+    async def keep_prompts(self, prompts: list[KeptPrompt]) -> None:
+        if prompts:
+            await self._execute_many(INSERT_PROMPT, [(p.request_id, p.key_id, float(p.ts),
+                                                      p.messages) for p in prompts])
+
+    async def forget_prompts_before(self, ts: float) -> int:
+        return await self._execute(FORGET_PROMPTS, (float(ts),))
+
+    async def rated_requests(self, since_ts: float, key_id: str | None) -> list[RatedRequest]:
+        sql, key_params = _key_filter(RATED_REQUESTS, key_id, "l.key_id")
+        return [RatedRequest(
+            request_id=r["id"], key_id=r["key_id"], ts=float(r["ts"]),
+            routed_model=r["routed_model"], tier=r["tier"], policy=r["policy"],
+            complexity=None if r["complexity"] is None else float(r["complexity"]),
+            rating=int(r["rating"]),
+            messages=None if r["messages"] is None else orjson.loads(r["messages"]))
+            for r in await self._fetch(sql, (float(since_ts), *key_params))]
 
 
 class StoreUnavailable(Exception):

@@ -126,6 +126,23 @@ def test_misspelled_key_is_reported_with_line_and_path(tmp_path, registry):
     assert_reported(problems, path, line_of(text, "prcie"), "models[1].prcie", "unknown key")
 
 
+def test_prompts_are_not_kept_unless_the_feedback_section_says_so(tmp_path, registry):
+    config = load_config(*write(tmp_path), registry, environ={})
+    assert (config.feedback.keep_prompts, config.feedback.keep_days) == (False, 30)
+    text = PROVIDERS + "feedback:\n  keep_prompts: true\n  keep_days: 7\n"
+    config = load_config(*write(tmp_path, text), registry, environ={})
+    assert (config.feedback.keep_prompts, config.feedback.keep_days) == (True, 7)
+
+
+def test_feedback_section_mistakes_are_reported_with_their_lines(tmp_path, registry):
+    text = PROVIDERS + "feedback:\n  keep_prompt: true\n  keep_days: 0\n"
+    path, policies = write(tmp_path, text)
+    problems = problems_of(path, policies, registry)
+    assert_reported(problems, path, line_of(text, "keep_prompt:"), "feedback.keep_prompt",
+                    "unknown key")
+    assert_reported(problems, path, line_of(text, "keep_days"), "feedback.keep_days", "1")
+
+
 def test_wrong_type_is_reported(tmp_path, registry):
     text = PROVIDERS.replace("{input: 0.1, output: 0.4}", '{input: "cheap", output: 0.4}')
     path, policies = write(tmp_path, text)

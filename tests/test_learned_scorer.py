@@ -14,8 +14,10 @@ from costr.conversation import ChatRequest, Message, Text, Tool
 from costr.live_config import LiveConfig
 from costr.plugins import collect, make_plugin_manager
 from costr.routing import route_request
+from costr_learned_scorer.features import featurize
+from costr_learned_scorer.model import LinearModel
 from costr_learned_scorer.scorer import DEFAULT_MODEL, LearnedScorer
-from costr_learned_scorer.training import apgr, read_examples, train
+from costr_learned_scorer.training import apgr, cross_validate, read_examples, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +30,20 @@ PROMPTS = ["hi", "What is the capital of France?",
 
 def ask(text: str, **kw) -> ChatRequest:
     return ChatRequest(messages=[Message("user", [Text(text)])], **kw)
+
+
+def conversation(*turns: str) -> ChatRequest:
+    """User turns, each but the first after an assistant answer."""
+    messages = []
+    for i, text in enumerate(turns):
+        if i:
+            messages.append(Message("assistant", [Text("Here is my answer. " * 40)]))
+        messages.append(Message("user", [Text(text)]))
+    return ChatRequest(messages=messages)
+
+
+PROOF = "Prove that there are infinitely many prime numbers."
+HAIKU = "Write a haiku about autumn."
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +77,54 @@ def test_score_ignores_boilerplate_system_prompt_and_tools(registry):
         wrapped = ask(text, system=system, tools=tools)
         assert scorer.score(wrapped) == scorer.score(ask(text))
     assert scorer.score(ask("hi")).score <= 0.05
+
+
+def test_maths_and_proofs_outrank_writing_and_greetings_score_low(registry):
+    scorer = registry.scorers["learned"]({})
+    score = lambda text: scorer.score(ask(text)).score   # noqa: E731
+    hard = [PROOF, "Implement a program to find the common elements in two arrays without using "
+                   "any extra data structures.",
+            "Solve the equation 3x^2 - 12x + 9 = 0 and derive the vertex of the parabola."]
+    easy = [HAIKU, "Compose an engaging travel blog post about a recent trip to Hawaii.",
+            "Write a short poem about the sea."]
+    assert min(map(score, hard)) > max(map(score, easy))
+    for text in ("hi", "Hello!", "thanks", "thank you", "ok"):
+        assert score(text) <= 0.05
+
+
+def test_a_follow_up_scores_like_what_it_follows_up_on(registry):
+    scorer = registry.scorers["learned"]({})
+    proof = scorer.score(ask(PROOF))
+    follow = scorer.score(conversation(PROOF, "Now make it shorter."))
+    alone = scorer.score(ask("Now make it shorter."))
+    haiku_follow = scorer.score(conversation(HAIKU, "Now make it shorter."))
+    assert abs(follow.score - proof.score) <= 0.1
+    assert follow.score > alone.score and follow.score > haiku_follow.score
+    assert follow.signals["earlier_asks"] == 1
+    # an earlier easy turn never drags a hard ask down, and thanks stay trivial
+    assert scorer.score(conversation("hi", PROOF)).score == proof.score
+    assert scorer.score(conversation(PROOF, "thanks!")).score <= 0.05
+    # only the last two earlier asks count
+    long = conversation(PROOF, HAIKU, "Write a limerick.", "Now make it shorter.")
+    assert long.messages and scorer.score(long).signals["earlier_asks"] == 2
+
+
+def test_the_scoring_path_equals_the_training_path():
+    model = LinearModel.load(DEFAULT_MODEL)
+    for text in PROMPTS + [PROOF, HAIKU, "Statement 1 | x\nA. True\nB. False\nAnswer:"]:
+        z, form, dense = model.margin(text)
+        assert z == pytest.approx(model.combine(featurize(text)), abs=1e-9)
+        assert form == featurize(text)[0] and form in ("choice", "problem", "open")
+
+
+def test_old_model_files_are_refused(tmp_path):
+    import gzip
+    old = tmp_path / "old.json.gz"
+    with gzip.open(old, "wt") as f:
+        json.dump({"format": "costr-learned-scorer/1", "dense": {}, "sparse": [], "quantiles": [],
+                   "blend": {}}, f)
+    with pytest.raises(ValueError, match="retrain"):
+        LinearModel.load(old)
 
 
 def synthetic_records(n: int, seed: int) -> list[dict]:
@@ -97,6 +161,62 @@ def test_training_separates_two_obviously_different_kinds_of_prompt(tmp_path):
     assert min(hard) > max(easy)
 
 
+def feedback(i: int, score: float, tier: str, text: str = "Summarise this memo.") -> dict:
+    return {"id": f"f{i}", "dataset": "feedback", "messages": [{"role": "user", "content": text}],
+            "scores": {"budget-a": score}, "tier": tier}
+
+
+def test_feedback_records_teach_whether_the_budget_model_sufficed(tmp_path, capsys):
+    records = [feedback(0, 1.0, "budget"), feedback(1, 0.75, "budget"),      # weak suffices
+               feedback(2, 0.0, "budget"), feedback(3, 0.25, "budget"),      # needed strong
+               feedback(4, 0.5, "budget"), feedback(5, 1.0, "premium"),      # say nothing
+               feedback(6, 0.0, "standard")]
+    examples = read_examples(write_jsonl(tmp_path / "fb.jsonl", records))
+    assert {e.id: (e.weak, e.strong) for e in examples} == {
+        "f0": (1.0, 1.0), "f1": (1.0, 1.0), "f2": (0.0, 1.0), "f3": (0.0, 1.0)}
+    assert all(e.target() == e.strong - e.weak for e in examples)
+    assert "skipped 3 single-score record(s)" in capsys.readouterr().out
+    # mixed with two-model records, each kind keeps its own reading
+    mixed = read_examples(write_jsonl(tmp_path / "mixed.jsonl",
+                                      records + synthetic_records(20, 4)))
+    assert len(mixed) == 24 and {e.dataset for e in mixed} == {"feedback", "synthetic"}
+
+
+def test_training_learns_from_feedback_alone(tmp_path):
+    hard = "Prove the lemma about {} rigorously and derive the bound."
+    easy = "Say hello to {} in one line."
+    names = ["Ana", "Bo", "Cy", "Dee", "Eli", "Fay", "Gus", "Hal", "Ida", "Jo"]
+    records = [feedback(i, 0.0, "budget", hard.format(names[i % 10])) if i % 2 else
+               feedback(i, 1.0, "budget", easy.format(names[i % 10])) for i in range(80)]
+    model = train(read_examples(write_jsonl(tmp_path / "fb.jsonl", records)))
+    assert model.margin(hard.format("Kim"))[0] > model.margin(easy.format("Kim"))[0]
+
+
+def test_multi_model_datasets_default_to_the_cheapest_model_as_weak(tmp_path):
+    records = [{"id": f"m{i}", "dataset": "many", "messages": [{"role": "user", "content": f"q{i}"}],
+                "scores": {"gemma-2-9b-it": float(i % 2), "qwen2.5-7b-instruct": 1.0,
+                           "llama-3.1-nemotron-51b-instruct": 1.0}} for i in range(10)]
+    path = write_jsonl(tmp_path / "many.jsonl", records)
+    examples = read_examples(path)   # the cheapest by `costr eval`'s prices, as it picks them
+    assert [e.weak for e in examples] == [float(i % 2) for i in range(10)]
+    unpriced = read_examples(path, prices={})   # no prices: the mean of all models
+    assert [e.weak for e in unpriced] == [(float(i % 2) + 2) / 3 for i in range(10)]
+    named = read_examples(path, weak={"many": "qwen2.5-7b-instruct"})
+    assert all(e.weak == 1.0 for e in named)
+
+
+def test_cross_validation_reports_k_fold_and_leave_one_dataset_out(tmp_path):
+    records = synthetic_records(120, 5)
+    for r in synthetic_records(120, 6):
+        r["dataset"] = "other"
+        records.append(r)
+    report = cross_validate(read_examples(write_jsonl(tmp_path / "two.jsonl", records)), folds=2)
+    assert set(report) == {"k-fold", "other datasets", "scores"}
+    for kind in (report["k-fold"], report["other datasets"]):
+        assert set(kind) == {"synthetic", "other"} and all(v > 0.7 for v in kind.values())
+    assert len(report["scores"]) == len(records) and all(0 <= s <= 1 for s in report["scores"].values())
+
+
 POOL = """\
 tiers: [budget, standard, premium]
 baseline: premium-a
@@ -125,4 +245,35 @@ def test_cli_writes_a_model_the_gateway_then_uses(tmp_path, registry, capsys):
                                    "justify each step."), None)
     easy = route_request(live, ask("Write a one-line birthday greeting for Ana."), None)
     assert hard.complexity.score > easy.complexity.score
-    assert hard.tier == "premium" and easy.tier != "premium"
+
+
+def test_figures_on_the_training_data_need_the_held_out_scores(tmp_path, capsys):
+    """A model scores its own training prompts far too well: eval warns, calibrate refuses,
+    and both take the held-out scores train-scorer writes instead."""
+    data = write_jsonl(tmp_path / "labelled.jsonl", synthetic_records(200, 4))
+    out, oof = tmp_path / "model.json.gz", tmp_path / "oof.jsonl"
+    assert main(["train-scorer", str(data), "--out", str(out), "--folds", "2",
+                 "--oof-scores", str(oof)]) == 0
+    held_out = [json.loads(line) for line in oof.read_text().splitlines()]
+    assert sorted(s["id"] for s in held_out) == sorted(r["id"] for r in synthetic_records(200, 4))
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(POOL.format(model=out))
+    (tmp_path / "prices.yaml").write_text("models:\n  weak: {input: 1, output: 1}\n"
+                                          "  strong: {input: 10, output: 30}\n")
+    common = ["--providers", str(providers), "--policies", str(REPO / "routing_policies"),
+              "--prices", str(tmp_path / "prices.yaml")]
+    capsys.readouterr()
+
+    assert main(["eval", str(data), "--bootstrap", "0", *common]) == 0
+    assert "WARNING: the learned scorer was trained on" in capsys.readouterr().out
+    assert main(["eval", str(data), "--bootstrap", "0", "--scores", str(oof), *common]) == 0
+    printed = capsys.readouterr().out
+    assert "WARNING" not in printed and f"held-out scores from {oof}" in printed
+
+    assert main(["calibrate", str(data), *common]) == 2
+    assert "--scores" in capsys.readouterr().err
+    assert main(["calibrate", str(data), "--scores", str(oof), "--splits", "0", *common]) == 0
+
+    oof.write_text(oof.read_text().splitlines()[0] + "\n")   # one record's score only
+    assert main(["eval", str(data), "--scores", str(oof), *common]) == 2
+    assert "no score for record" in capsys.readouterr().err

@@ -21,7 +21,7 @@ SHIPPED_POLICIES = REPO / "routing_policies"  # balanced (default), low, quality
 POOL = """\
 tiers: [budget, standard, premium]
 baseline: premium-a
-routing: {scorer: heuristic, default_policy: balanced, auto_aliases: [claude-costr-auto]}
+routing: {scorer: learned, default_policy: balanced, auto_aliases: [claude-costr-auto]}
 providers:
   main: {type: openai, base_url: "http://127.0.0.1:9/v1"}
 models:

@@ -54,7 +54,7 @@ def test_the_openai_user_field_names_the_session(local_gateway):
 def test_a_new_user_turn_is_scored_afresh(local_gateway):
     chat_tier(local_gateway, [{"role": "user", "content": HARD_ASK}], **{"x-session-id": "s-2"})
     messages = [{"role": "user", "content": HARD_ASK}, {"role": "assistant", "content": "Done."},
-                {"role": "user", "content": "Reply exactly: thanks"}]
+                {"role": "user", "content": "Thanks!"}]
     assert chat_tier(local_gateway, messages, **{"x-session-id": "s-2"}) == "budget"
 
 

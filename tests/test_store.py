@@ -3,12 +3,13 @@ test in a fresh schema; skipped with the reason when no server answers)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
 import pytest
 
-from costr.accounts import ApiKey, Feedback, LedgerRecord, hash_secret
+from costr.accounts import ApiKey, Feedback, KeptPrompt, LedgerRecord, hash_secret
 from costr.store import open_store
 from costr.store_sql import MIGRATIONS
 
@@ -260,3 +261,24 @@ async def test_stats_per_tier_and_model_with_percentiles_and_feedback(store):
     assert sum(s["requests"] for s in mine) == 52
     assert all(s["feedback_count"] == 0 for s in mine)
     assert await store.stats(None, T0 + 10 * 86_400) == []
+
+
+async def test_kept_prompts_join_the_latest_rating_and_expire(store):
+    await store.write_ledger([record(i) for i in range(6)])
+    said = [{"role": "user", "content": "Énoncé: prove it ✓"}]
+    await store.keep_prompts([KeptPrompt(f"req-{i:03d}", "k1", T0 + i, json.dumps(said))
+                              for i in (0, 2, 3)])
+    await store.keep_prompts([KeptPrompt("req-000", "k1", T0, "[]")])   # kept once: first stays
+    for i, rating in ((0, 5), (3, 2), (4, 4), (0, 1)):                 # req-000 rated again
+        await store.add_feedback(Feedback(f"req-{i:03d}", "k2" if i % 2 else "k1", rating, "", T0))
+    rated = await store.rated_requests(T0, None)
+    assert [(r.request_id, r.rating, r.messages) for r in rated] == [
+        ("req-000", 1, said), ("req-003", 2, said), ("req-004", 4, None)]
+    first = rated[0]
+    assert (first.key_id, first.ts, first.routed_model, first.tier, first.policy,
+            first.complexity) == ("k1", T0, "small", "budget", "balanced", 0.25)
+    assert [r.request_id for r in await store.rated_requests(T0, "k2")] == ["req-003"]
+    assert [r.request_id for r in await store.rated_requests(T0 + 86_400, None)] == ["req-004"]
+    assert await store.forget_prompts_before(T0 + 3) == 2                # req-000, req-002
+    assert [r.messages for r in await store.rated_requests(T0, None)] == [None, said, None]
+    assert await store.forget_prompts_before(T0 + 3) == 0

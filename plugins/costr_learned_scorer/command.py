@@ -1,8 +1,15 @@
 """`costr train-scorer DATA.jsonl`: train the learned scorer from labelled records, report how
-well it routes prompts it did not see (grouped cross-validation, APGR per dataset), and write
-the model file that `routing.scorer_options.model` can point at."""
+well it routes prompts it did not see (cross-validation within each dataset and across datasets,
+APGR per dataset), and write the model file that `routing.scorer_options.model` can point at.
+
+`--oof-scores FILE` also writes each record's score from the cross-validation model that did not
+see it. A model scores its own training data too well, so calibrating the policies on that data
+(`costr calibrate DATA.jsonl --scores FILE`) or evaluating them (`costr eval --scores FILE`)
+needs these held-out scores instead."""
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 
@@ -14,21 +21,36 @@ help = "train the learned complexity scorer from labelled records (JSONL) and wr
 def add_arguments(parser) -> None:
     parser.add_argument("data", help="JSONL: one {dataset, messages, scores: {model: 0..1}} a line")
     parser.add_argument("--out", default="scorer_model.json.gz", help="where to write the model")
-    parser.add_argument("--folds", type=int, default=2,
-                        help="K for the within-dataset cross-validation report (0: skip it)")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="K for the within-dataset cross-validation (default 5; 0: skip it)")
+    parser.add_argument("--oof-scores", metavar="FILE",
+                        help="write each record's held-out score from the cross-validation "
+                             "(JSONL {id, score}) for costr calibrate/eval --scores")
     parser.add_argument("--weak", action="append", default=[], metavar="DATASET=MODEL",
-                        help="the budget model of a dataset with more than two models "
-                             "(default: the mean of all its models)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--prior-weight", type=float, default=1.0,
+                        help="the budget model of a dataset with more than two models (default: "
+                             "the cheapest by costr eval's prices, else the mean of all models)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--prior-weight", type=float, default=0.5,
                         help="how much of the hand-set heuristic evidence to blend in: higher "
                              "generalises better to unlike prompts, lower fits the data better")
 
 
 def run(args) -> int:
+    if args.oof_scores and args.folds < 2:
+        print("costr: --oof-scores needs --folds 2 or more", file=sys.stderr)
+        return 2
     weak = dict(item.split("=", 1) for item in args.weak)
     started = time.monotonic()
-    examples = training.read_examples(args.data, weak=weak)
+    try:
+        examples = training.read_examples(args.data, weak=weak)
+        with open(args.data, "rb") as handle:
+            fingerprint = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        print(f"costr: {args.data}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"costr: {args.data}: not JSON lines: {exc}", file=sys.stderr)
+        return 2
     if not examples:
         print(f"costr: {args.data} holds no records", file=sys.stderr)
         return 2
@@ -43,8 +65,14 @@ def run(args) -> int:
             other = report["other datasets"].get(d)
             print(f"  {d:<16}{report['k-fold'][d]:>10.3f}"
                   f"{'' if other is None else f'{other:.3f}':>22}")
+        if args.oof_scores:
+            with open(args.oof_scores, "w", encoding="utf-8") as out:
+                for ident, score in report["scores"].items():
+                    out.write(json.dumps({"id": ident, "score": score}) + "\n")
+            print(f"wrote {args.oof_scores} ({len(report['scores'])} held-out scores)")
     model = training.train(examples, epochs=args.epochs, prior_weight=args.prior_weight)
-    model.meta = {"records": len(examples), "datasets": datasets, "weak": weak}
+    model.meta = {"records": len(examples), "datasets": datasets, "weak": weak,
+                  "data_sha256": [fingerprint]}
     model.save(args.out)
     print(f"wrote {args.out} ({len(model.sparse)} n-gram weights) in "
           f"{time.monotonic() - started:.0f}s; use it with\n"

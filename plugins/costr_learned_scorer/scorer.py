@@ -5,17 +5,20 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from costr.conversation import ChatRequest
+from costr.conversation import ChatRequest, Message
 from costr.scoring import Complexity, user_ask
 
 from .model import LinearModel
 
 DEFAULT_MODEL = Path(__file__).with_name("default_model.json.gz")
+EARLIER = 2   # earlier user asks a follow-up is judged with (see LinearModel.follow)
 
 # Greetings and acknowledgements are absent from benchmark data, so the model has no view on
-# them; they never need a strong model.
+# them; they never need a strong model. After earlier turns, "yes" or "ok" may mean "go on"
+# with something hard, so there only greetings and thanks count.
 _TRIVIAL = re.compile(
     r"^\s*(hi|hello|hey|thanks|thank you|ok|okay|yes|no|ping|what time is it\??)\s*[.!?]*\s*$", re.I)
+_SMALL_TALK = re.compile(r"^\s*(hi|hello|hey|thanks|thank you|ping)\s*[.!?]*\s*$", re.I)
 
 
 @lru_cache(maxsize=8)
@@ -23,20 +26,54 @@ def _load(path: str, mtime_ns: int) -> LinearModel:
     return LinearModel.load(path)   # once per file version, however often the config reloads
 
 
+def earlier_asks(messages: list[Message], limit: int = EARLIER) -> list[str]:
+    """Up to `limit` user asks before the last one, oldest first, each as `user_ask` reads it
+    (tool results and agent-injected context left out)."""
+    found: list[str] = []
+    last_seen = False
+    for message in reversed(messages):
+        if message.role != "user":
+            continue
+        text = user_ask(ChatRequest(messages=[message]), limit=8_000)
+        if not text.strip():
+            continue
+        if last_seen:
+            found.append(text)
+            if len(found) == limit:
+                break
+        last_seen = True
+    return found[::-1]
+
+
+def score_asks(model: LinearModel, ask: str, earlier: list[str]) -> tuple[float, dict]:
+    """The score of the last ask after `earlier` ones, and the signals behind it: what the
+    gateway answers, and what training reports for prompts a model did not see."""
+    z, form, dense = model.margin(ask)
+    own = z
+    if earlier:
+        z = model.follow(own, [model.margin(a)[0] for a in earlier])
+    score = model.calibrate(z)
+    if len(ask) < 40 and (_SMALL_TALK if earlier else _TRIVIAL).match(ask):
+        score = min(score, 0.05)
+    signals = {"margin": round(z, 4), "ask_chars": len(ask), "form": form,
+               **{k: round(v, 3) for k, v in dense.items() if k != "bias" and v}}
+    if earlier:
+        signals.update(earlier_asks=len(earlier), own_margin=round(own, 4))
+    return round(score, 4), signals
+
+
 class LearnedScorer:
     def __init__(self, options: dict | None = None):
         path = (options or {}).get("model") or DEFAULT_MODEL
         path = Path(path).expanduser().resolve()
         self.model = _load(str(path), path.stat().st_mtime_ns)
+        # SHA-256 of the data the model was trained on: `costr eval` warns that figures on
+        # that very data are in-sample.
+        self.trained_on = frozenset(self.model.meta.get("data_sha256") or ())
 
     def score(self, request: ChatRequest) -> Complexity:
         ask = user_ask(request, limit=8_000)
-        turns = sum(m.role == "user" for m in request.messages)
-        z, dense = self.model.margin(ask, turns)
-        score = self.model.calibrate(z)
-        if len(ask) < 40 and _TRIVIAL.match(ask):
-            score = min(score, 0.05)
-        signals = {"margin": round(z, 4), "ask_chars": len(ask), "turns": turns,
-                   **{k: round(v, 3) for k, v in dense.items() if k != "bias" and v}}
+        earlier = earlier_asks(request.messages) if len(request.messages) > 1 else []
+        score, signals = score_asks(self.model, ask, earlier)
         # Confident where the prompt sits far from the middle of the training distribution.
-        return Complexity(round(score, 4), round(0.5 + abs(score - 0.5), 3), signals)
+        return Complexity(score, round(0.5 + abs(score - 0.5), 3), signals)

@@ -1,0 +1,249 @@
+"""`costr calibrate DATA.jsonl [--write]`: set each policy's thresholds for a quality target, and
+fit the confidence table, on labelled prompts routed exactly as `costr eval` routes them.
+
+Per policy with a target (share of the strong model's quality to keep on every dataset): the
+budget tier's upper threshold is the highest that keeps the target with the chosen assurance on a
+fresh sample of the data's size (costr/calibration.py). The data has two models a prompt, the
+cheapest tier standing for the weak one and every higher tier for the strong one, so where the
+top tier starts cannot be measured; by rule it starts where the policy's premium share of the
+hardest prompts begins (each dataset weighted equally), and tiers between are spaced evenly.
+The confidence table is P(the budget tier suffices | score) (costr/confidence.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from statistics import NormalDist
+
+from .calibration import (choose_threshold, half_split_study, points_at, split_halves, sweep,
+                          upper_quantile)
+from .calibration_files import (CannotEdit, confidence_lines, set_policy_thresholds,
+                                set_routing_confidence, thresholds_line)
+from .confidence import budget_suffices_points, fit_table, format_reliability, table_reliability
+from .eval_cli import (DEFAULT_PRICES, EvalError, load_prices, offline_live_config, route_records,
+                       split_datasets)
+from .given_scores import ScoresError, add_scores_argument, in_sample_warning, load_given_scores
+
+DEFAULT_TARGETS = {"low": 0.90, "balanced": 0.95, "quality": 0.98}
+# Where the top tier starts cannot be measured on two-model data: these shares of the hardest
+# prompts go to it, about what each shipped policy sent there before calibration (1.0%, 6.2%,
+# 22.3% of dev.jsonl), so calibrating moves where the budget tier ends and not premium spend.
+DEFAULT_PREMIUM_SHARES = {"low": 0.01, "balanced": 0.05, "quality": 0.20}
+
+
+def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `calibrate` to a `costr` subparsers object."""
+    p = subparsers.add_parser("calibrate", help="set the policies' thresholds for their quality "
+                              "targets and fit the confidence table on labelled prompts")
+    p.add_argument("data", metavar="DATA.jsonl", help="records in the shared/routing-eval format")
+    p.add_argument("--write", action="store_true", help="write the thresholds into the policy "
+                   "files and the table into providers.yaml (otherwise print what to paste)")
+    p.add_argument("--target", action="append", default=[], metavar="NAME=SHARE",
+                   help="quality to keep for a policy, e.g. balanced=0.95 (defaults: "
+                   + ", ".join(f"{k}={v}" for k, v in DEFAULT_TARGETS.items()) + ")")
+    p.add_argument("--premium-share", action="append", default=[], metavar="NAME=SHARE",
+                   help="share of the hardest prompts a policy sends to the top tier (defaults: "
+                   + ", ".join(f"{k}={v}" for k, v in DEFAULT_PREMIUM_SHARES.items()) + ")")
+    p.add_argument("--assurance", type=float, default=0.95, metavar="P",
+                   help="probability, per dataset, that a fresh sample of the data's size keeps "
+                   "the target (default 0.95; 0.5 for no margin)")
+    p.add_argument("--splits", type=int, default=50, metavar="N",
+                   help="random half splits for the held-out check (default 50)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the random halves (default 0)")
+    p.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
+                   help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
+    p.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
+                   help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
+    p.add_argument("--prices", default=str(DEFAULT_PRICES),
+                   help="model prices for the evaluated models (default: the bundled table)")
+    add_scores_argument(p)
+    return p
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Run a parsed `costr calibrate` command; returns the exit status."""
+    started = time.perf_counter()
+    try:
+        if not 0.5 <= args.assurance < 1:
+            raise EvalError("--assurance must be at least 0.5 and below 1")
+        if args.splits < 0:
+            raise EvalError("--splits must be 0 or more")
+        live, formats = offline_live_config(args.providers, args.policies)
+        targets, shares = _settings(args, live)
+        prices, output_tokens = load_prices(args.prices)
+        given = load_given_scores(args.scores)
+        warning = in_sample_warning(live, args.data, given)
+        if warning:
+            raise EvalError(warning.replace("these figures are", "thresholds set on it would be"))
+        routed = route_records(args.data, live, formats, given)
+        groups = {d.name: d.prompts for d in split_datasets(routed, prices, output_tokens)}
+        result = calibrate(groups, live.config.tiers, targets, shares, args.assurance,
+                           args.splits, args.seed)
+    except (EvalError, ScoresError) as exc:
+        print(f"costr calibrate: {exc}", file=sys.stderr)
+        return 2
+    scorer = live.config.routing.scorer
+    print(format_result(result, args.data, scorer, live.config.tiers))
+    status = _write(result, scorer, args) if args.write else _show(result, scorer)
+    print(f"({round(time.perf_counter() - started, 2)} s)")
+    return status
+
+
+def _settings(args, live) -> tuple[dict[str, float], dict[str, float]]:
+    """Targets and premium shares per policy to calibrate: defaults for the loaded policies that
+    have thresholds, then the command line's."""
+    policies = {name for name, (_, options) in live.config.policies.items()
+                if isinstance(options.get("thresholds"), dict)}
+    targets = {n: t for n, t in DEFAULT_TARGETS.items() if n in policies}
+    shares = {n: s for n, s in DEFAULT_PREMIUM_SHARES.items() if n in policies}
+    for option, items, into in (("--target", args.target, targets),
+                                ("--premium-share", args.premium_share, shares)):
+        for item in items:
+            name, sep, value = item.partition("=")
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if not sep or not 0 <= number <= 1:
+                raise EvalError(f"{option} {item}: expected NAME=SHARE with SHARE from 0 to 1")
+            if name not in policies:
+                raise EvalError(f"{option} {item}: no thresholds policy named {name!r} (loaded: "
+                                f"{', '.join(sorted(policies))})")
+            into[name] = number
+    if len(live.config.tiers) < 2:
+        raise EvalError("there is one tier only: nothing to calibrate")
+    missing = sorted(n for n in targets if n not in shares and len(live.config.tiers) > 2)
+    if missing:
+        raise EvalError(f"no premium share for {', '.join(missing)}: add --premium-share "
+                        f"{missing[0]}=SHARE")
+    return targets, shares
+
+
+def calibrate(groups: dict, tiers: list[str], targets: dict[str, float],
+              shares: dict[str, float], assurance: float, splits: int, seed: int) -> dict:
+    """Thresholds, their points and the half-split study per policy, and the confidence table
+    with its reliability in-sample and on a held-out half."""
+    z = NormalDist().inv_cdf(assurance)
+    cuts = sweep(groups)
+    firsts = {name: choose_threshold(cuts, target, z) for name, target in targets.items()}
+    policies = {}
+    for name, first in firsts.items():
+        top = max(first, upper_quantile(groups, shares.get(name, 0.0)))
+        policies[name] = {
+            "target": targets[name], "premium_share": shares.get(name),
+            "thresholds": tier_thresholds(tiers, first, top),
+            "points": points_at(groups, first),
+            "top_share": {d: sum(p.score >= top for p in ps) / len(ps) for d, ps in groups.items()}}
+    study = half_split_study(groups, firsts, targets, z, splits, seed) if splits else {}
+    for name, found in study.items():
+        policies[name]["study"] = found
+    points = budget_suffices_points(groups)
+    scores, values = fit_table(points)
+    fit_half, held_half = split_halves(groups, random.Random(seed))
+    held_points = budget_suffices_points(held_half)
+    half_table = fit_table(budget_suffices_points(fit_half))
+    return {
+        "prompts": sum(len(p) for p in groups.values()), "datasets": list(groups),
+        "assurance": assurance, "z": z, "policies": policies,
+        "confidence": {
+            "scores": scores, "budget_suffices": values,
+            "fitted": table_reliability(scores, values, points),
+            "held_out": table_reliability(*half_table, held_points),
+            "held_out_by_dataset": {d: table_reliability(*half_table, budget_suffices_points(
+                {d: ps})) for d, ps in held_half.items()}}}
+
+
+def tier_thresholds(tiers: list[str], first: float, top: float) -> dict[str, float]:
+    """The measured first step, the top tier by rule, the tiers between evenly spaced."""
+    steps = len(tiers) - 2
+    if steps <= 0:
+        return {tiers[1]: first}
+    return {t: round(first + (top - first) * k / steps, 4) for k, t in enumerate(tiers[1:])}
+
+
+def _pct(value: float, places: int = 1) -> str:
+    return f"{round(100 * value, places) + 0.0:.{places}f}%"   # + 0.0: no "-0.0%"
+
+
+def format_result(result: dict, data: str, scorer: str, tiers: list[str]) -> str:
+    z = result["z"]
+    out = [f"costr calibrate: {data}, {result['prompts']} prompts, scorer {scorer}; tier "
+           f"{tiers[0]} = weak model, {', '.join(tiers[1:])} = strong model",
+           "",
+           f"{tiers[1]} starts at the highest threshold that keeps the target share of the strong "
+           "model's quality on",
+           f"every dataset with {_pct(result['assurance'], 0)} assurance on a fresh sample of its "
+           f"size: kept - {z:.3f} x sqrt(2) x SE >= target",
+           "(SE by the delta method; the bound column)."]
+    if len(tiers) > 2:
+        out += [f"Two-model data cannot place {tiers[-1]}: by rule it starts where the policy's "
+                "premium share of the",
+                "hardest prompts begins (each dataset weighted equally)."]
+    for name, p in result["policies"].items():
+        share = "" if p["premium_share"] is None else f", premium share {_pct(p['premium_share'], 0)}"
+        out += ["", f"{name}: target {_pct(p['target'], 0)}{share}; {thresholds_line(p['thresholds'])}",
+                f"  {'dataset':<12}{'strong share':>13}{tiers[-1]:>10}{'quality kept':>14}"
+                f"{'bound':>8}{'savings':>9}   SD between halves (predicted)"]
+        study = p.get("study")
+        for d, point in p["points"].items():
+            spread = "" if study is None else (f"   {_pct(study['sd_between_halves'][d], 2)} "
+                                               f"({_pct(study['predicted_sd'][d], 2)})")
+            out.append(f"  {d:<12}{_pct(point.strong_share):>13}{_pct(p['top_share'][d]):>10}"
+                       f"{_pct(point.kept, 2):>14}{_pct(point.bound(z)):>8}"
+                       f"{_pct(point.savings):>9}{spread}")
+        if study is not None:
+            worst = ", ".join(f"{d} {_pct(v, 2)}" for d, v in study["worst_kept"].items())
+            out.append(f"  chosen on a random half, the target held on every dataset of the other "
+                       f"half in {study['held']} of {study['splits']} splits (worst: {worst})")
+    c = result["confidence"]
+    out += ["", f"confidence: P(the {tiers[0]} tier does at least as well as the strong model | "
+            f"score), monotone, each dataset weighted equally; {len(c['scores'])} knots",
+            f"  (x_routing.confidence when routed to {tiers[0]}; routed higher it is 1.0 and this "
+            "is signals.budget_suffices)",
+            f"fitted on all {result['prompts']} prompts, measured on them:"]
+    out += format_reliability(c["fitted"])
+    out.append("fitted on a random half, measured on the other half (held out):")
+    out += format_reliability(c["held_out"])
+    out.append("  per dataset, held out: " + "; ".join(
+        f"{d} ECE {r['ece']:.3f}, Brier {r['brier']:.4f} (base rate {r['brier_base_rate']:.4f})"
+        for d, r in c["held_out_by_dataset"].items()))
+    return "\n".join(out)
+
+
+def _show(result: dict, scorer: str) -> int:
+    print("\nTo apply (or rerun with --write): in each routing_policies/NAME.yaml")
+    for name, p in result["policies"].items():
+        print(f"  {name}: {thresholds_line(p['thresholds'])}")
+    print("and under routing: in providers.yaml")
+    c = result["confidence"]
+    print("".join(confidence_lines(scorer, c["scores"], c["budget_suffices"])), end="")
+    return 0
+
+
+def _write(result: dict, scorer: str, args) -> int:
+    """Edit the files in place; a file whose layout the edit does not understand is left alone
+    and what to paste is printed instead (exit status 1)."""
+    status = 0
+    print()
+    policy_files = {p.stem: p for p in sorted(Path(args.policies).glob("*.y*ml"))}
+    edits = [(policy_files[name], lambda text, t=p["thresholds"]: set_policy_thresholds(text, t),
+              thresholds_line(p["thresholds"])) for name, p in result["policies"].items()]
+    c = result["confidence"]
+    edits.append((Path(args.providers), lambda text: set_routing_confidence(
+        text, scorer, c["scores"], c["budget_suffices"]),
+        "routing:\n" + "".join(confidence_lines(scorer, c["scores"], c["budget_suffices"]))))
+    for path, edit, snippet in edits:
+        try:
+            path.write_text(edit(path.read_text()))
+            print(f"wrote {path}")
+        except CannotEdit as exc:
+            print(f"{path}: not written ({exc}); paste this instead:\n{snippet}")
+            status = 1
+        except OSError as exc:
+            print(f"{path}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            status = 2
+    return status

@@ -1,0 +1,124 @@
+"""Writing calibrated values into the operator's YAML files as small text edits, so comments and
+layout survive: a policy's `thresholds:` line, and `routing.confidence` in providers.yaml. Each
+edit is checked by parsing the result: everything but the edited key must read back unchanged,
+else `CannotEdit` is raised and nothing should be written.
+"""
+from __future__ import annotations
+
+import re
+
+import yaml
+
+
+class CannotEdit(Exception):
+    """The file's layout is not one these edits understand; the caller prints what to paste."""
+
+
+def yaml_number(value: float) -> str:
+    text = f"{value:.4f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z_][\w-]*", name) else '"' + name.replace('"', '\\"') + '"'
+
+
+def thresholds_line(thresholds: dict[str, float]) -> str:
+    pairs = ", ".join(f"{_key(t)}: {yaml_number(v)}" for t, v in thresholds.items())
+    return f"thresholds: {{{pairs}}}"
+
+
+def set_policy_thresholds(text: str, thresholds: dict[str, float]) -> str:
+    """`text` of a policy file with its top-level `thresholds:` replaced by one flow-style line
+    (a comment after the old value is kept), or appended when there was none."""
+    lines = text.splitlines(keepends=True)
+    new = thresholds_line(thresholds)
+    at = next((i for i, line in enumerate(lines) if re.match(r"thresholds\s*:", line)), None)
+    if at is None:
+        out = text + ("" if not text or text.endswith("\n") else "\n") + new + "\n"
+    else:
+        comment = re.search(r"(^|\s)#.*$", lines[at].rstrip("\n").split(":", 1)[1])
+        tail = "   " + comment.group(0).strip() if comment else ""
+        end = at + 1
+        while end < len(lines) and lines[end][:1] in (" ", "\t"):
+            end += 1   # a block mapping's entries or a flow mapping's continuation
+        out = "".join(lines[:at]) + new + tail + "\n" + "".join(lines[end:])
+    _same_but(text, out, ("thresholds",), thresholds)
+    return out
+
+
+def confidence_lines(scorer: str, scores: list[float], values: list[float],
+                     indent: str = "  ", width: int = 96) -> list[str]:
+    """`confidence:` and its entries, at `indent` (a child of `routing:`), lists wrapped."""
+    inner = indent * 2
+    return ([f"{indent}confidence:   # P(the budget tier suffices | score), from costr calibrate\n",
+             f"{inner}scorer: {_key(scorer)}\n"]
+            + _flow_list(f"{inner}scores: ", scores, width)
+            + _flow_list(f"{inner}budget_suffices: ", values, width))
+
+
+def _flow_list(head: str, values: list[float], width: int) -> list[str]:
+    lines, current = [], head + "["
+    pad = " " * len(current)
+    for i, v in enumerate(values):
+        item = yaml_number(v) + ("," if i + 1 < len(values) else "]")
+        if len(current) + len(item) + 1 > width and not current.endswith("["):
+            lines.append(current.rstrip() + "\n")
+            current = pad
+        current += item + ("" if i + 1 == len(values) else " ")
+    return lines + [current + "\n"]
+
+
+def set_routing_confidence(text: str, scorer: str, scores: list[float],
+                           values: list[float]) -> str:
+    """`text` of providers.yaml with `routing.confidence` replaced or added at the end of the
+    block-style `routing:` mapping (appended as a new `routing:` block when there is none)."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(r"routing\s*:", line)), None)
+    table = {"scorer": scorer, "scores": scores, "budget_suffices": values}
+    if start is None:
+        body = "".join(confidence_lines(scorer, scores, values))
+        out = text + ("" if not text or text.endswith("\n") else "\n") + "\nrouting:\n" + body
+        _same_but(text, out, ("routing", "confidence"), table)
+        return out
+    if not re.fullmatch(r"routing\s*:\s*(#.*)?", lines[start].strip()):
+        raise CannotEdit("routing: is written in flow style ({...})")
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][:1] in (" ", "\t")):
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1   # leave the blank lines before the next section where they are
+    children = [ln for ln in lines[start + 1:end] if ln.strip() and not ln.lstrip().startswith("#")]
+    indent = re.match(r"[ \t]*", children[0]).group(0) if children else "  "
+    at, drop = end, 0
+    for i in range(start + 1, end):
+        if re.match(re.escape(indent) + r"confidence\s*:", lines[i]):
+            at, drop = i, 1
+            while at + drop < end and (not lines[at + drop].strip()
+                                       or len(re.match(r"[ \t]*", lines[at + drop]).group(0))
+                                       > len(indent)):
+                drop += 1
+            break
+    out = "".join(lines[:at] + confidence_lines(scorer, scores, values, indent)
+                  + lines[at + drop:])
+    _same_but(text, out, ("routing", "confidence"), table)
+    return out
+
+
+def _same_but(before: str, after: str, path: tuple[str, ...], value) -> None:
+    """Raise CannotEdit unless `after` reads as `before` with `path` set to `value`."""
+    try:
+        old, new = yaml.safe_load(before) or {}, yaml.safe_load(after)
+    except yaml.YAMLError as exc:
+        raise CannotEdit(f"the edit would not be valid YAML: {exc}") from None
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        raise CannotEdit("expected a mapping at the top level")
+    expected = old
+    node = expected
+    for key in path[:-1]:
+        if not isinstance(node.get(key, {}), dict):
+            raise CannotEdit(f"{key} is not a mapping")
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    if new != expected:
+        raise CannotEdit("the edit would change more than " + ".".join(path))
