@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
 import time
 from typing import Iterator
@@ -28,6 +29,20 @@ def read_ask(body: dict) -> Ask:
         stream=bool(body.get("stream")),
         include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
     )
+
+
+def invalid_tool_name(body: dict) -> str | None:
+    """OpenAI's 400 message for a tool name it refuses (`^[a-zA-Z0-9_-]{1,64}$`), or None."""
+    for i, tool in enumerate(body.get("tools") or []):
+        name = (tool.get("function") or {}).get("name") or ""
+        where = f"tools[{i}].function.name"
+        if len(name) > 64:
+            return (f"Invalid '{where}': string too long. Expected a string with maximum length "
+                    f"64, but got a string with length {len(name)} instead.")
+        if not re.fullmatch(r"[a-zA-Z0-9_-]+", name):
+            return (f"Invalid '{where}': string does not match pattern. Expected a string that "
+                    "matches the pattern '^[a-zA-Z0-9_-]+$'.")
+    return None
 
 
 def _tools(body: dict) -> list[Tool]:

@@ -136,6 +136,9 @@ class FakeUpstream:
         body = await self._read(request, openai.error_body)
         if isinstance(body, web.Response):
             return body
+        refused = openai.invalid_tool_name(body)
+        if refused:
+            return _json(openai.error_body(400, refused), 400)
         ask = openai.read_ask(body)
         return await self._answer(request, ask, openai.error_body, openai.chat_body, openai.chat_stream)
 

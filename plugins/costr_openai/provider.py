@@ -6,13 +6,14 @@ from typing import AsyncIterator
 
 import orjson
 
-from costr.conversation import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
-                                Frame, StreamFailure, Usage)
+from costr.conversation import (BlockStart, ChatRequest, ChatResponse, EmbeddingRequest,
+                                EmbeddingResponse, Frame, StreamFailure, ToolCall, Usage)
 from costr.providers import ModelSpec, Provider
 
 from .chat_request import FORMAT
 from .chat_response import response_from_wire
 from .chat_stream import StreamDecoder, parse_chunk
+from .tool_names import original_names
 from .upstream_request import request_to_wire
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -36,11 +37,18 @@ class OpenAIProvider(Provider):
         reply = await self.http.request("POST", f"{self.base_url}/chat/completions",
                                         headers=self._headers(), body=body,
                                         timeouts=self.settings.timeouts, secret=self.settings.api_key)
-        return response_from_wire(reply.json())
+        response = response_from_wire(reply.json())
+        names = original_names(request)
+        if names:
+            for part in response.content:
+                if isinstance(part, ToolCall):
+                    part.name = names.get(part.name, part.name)
+        return response
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
         body = orjson.dumps(request_to_wire(request, model, stream=True))
         decoder = StreamDecoder()
+        names = original_names(request)
         async with self.http.stream(f"{self.base_url}/chat/completions", headers=self._headers(),
                                     body=body, timeouts=self.settings.timeouts,
                                     secret=self.settings.api_key) as events:
@@ -52,7 +60,14 @@ class OpenAIProvider(Provider):
                     return
                 if chunk is None:
                     break
-                yield Frame(decoder.feed(chunk), raw=chunk, raw_format=FORMAT)
+                events = decoder.feed(chunk)
+                if names:   # the client must see its own tool names, so no raw relay
+                    for event in events:
+                        if isinstance(event, BlockStart) and event.tool_name:
+                            event.tool_name = names.get(event.tool_name, event.tool_name)
+                    yield Frame(events)
+                else:
+                    yield Frame(events, raw=chunk, raw_format=FORMAT)
         yield Frame(decoder.finish())
 
     async def embed(self, request: EmbeddingRequest, model: ModelSpec) -> EmbeddingResponse:

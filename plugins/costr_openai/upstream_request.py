@@ -7,6 +7,7 @@ from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, Tool
 from costr.providers import ModelSpec
 
 from .chat_request import FORMAT
+from .tool_names import wire_name
 
 _EFFORT_BY_BUDGET = ((4096, "high"), (2048, "medium"), (0, "low"))
 MAX_USER_CHARS = 64
@@ -71,7 +72,7 @@ def _translate(request: ChatRequest, model: ModelSpec) -> dict:
         body["stop"] = request.stop
     if request.tools:
         body["tools"] = [{"type": "function", "function": {
-            "name": t.name, "description": t.description, "parameters": t.parameters}}
+            "name": wire_name(t.name), "description": t.description, "parameters": t.parameters}}
             for t in request.tools]
         if request.tool_choice:
             body["tool_choice"] = _tool_choice(request.tool_choice)
@@ -125,7 +126,8 @@ def _content(parts: list) -> str | list[dict]:
 def _assistant(message: Message) -> dict:
     # Thinking parts are not replayed: OpenAI-format upstreams do not take them back.
     text = "".join(p.text for p in message.parts if isinstance(p, Text))
-    calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+    calls = [{"id": p.id, "type": "function",
+              "function": {"name": wire_name(p.name), "arguments": p.arguments}}
              for p in message.parts if isinstance(p, ToolCall)]
     out: dict = {"role": "assistant", "content": text or None}
     if calls:
@@ -135,7 +137,7 @@ def _assistant(message: Message) -> dict:
 
 def _tool_choice(choice) -> str | dict:
     if choice.mode == "tool":
-        return {"type": "function", "function": {"name": choice.name}}
+        return {"type": "function", "function": {"name": wire_name(choice.name)}}
     return {"auto": "auto", "any": "required", "none": "none"}[choice.mode]
 
 
