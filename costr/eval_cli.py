@@ -27,6 +27,7 @@ import yaml
 from .config import load_config, stale_confidence
 from .confidence import budget_suffices_points, format_reliability, table_reliability
 from .errors import ConfigError, CostrError
+from .scoring import Complexity
 from .evaluation import Prompt, evaluate, policy_point
 from .given_scores import (GivenScore, ScoresError, add_scores_argument, in_sample_warning,
                            load_given_scores)
@@ -86,8 +87,10 @@ def run_eval(args: argparse.Namespace) -> int:
         live, formats = offline_live_config(args.providers, args.policies)
         prices, output_tokens = load_prices(args.prices)
         given = load_given_scores(args.scores)
-        routed = route_records(args.data, live, formats, given)
+        timed = TimedScorer(live.scorer)
+        routed = route_records(args.data, dataclasses.replace(live, scorer=timed), formats, given)
         report = build_report(routed, live, prices, output_tokens, args.bootstrap, args.seed)
+        report["scoring_us"] = timed.summary()
         if args.plot:
             from .eval_plot import write_plot
             write_plot(args.plot, report)
@@ -132,6 +135,27 @@ def load_prices(path: str) -> tuple[dict[str, tuple[float, float]], int]:
     except (yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError):
         raise EvalError(f"{path}: expected `models: {{MODEL: {{input: USD, output: USD}}}}` "
                         "(per million tokens) and optionally `typical_output_tokens: N`") from None
+
+
+class TimedScorer:
+    """The configured scorer, timed: what each `score` call took, in seconds."""
+
+    def __init__(self, scorer):
+        self.scorer, self.seconds = scorer, []
+
+    def score(self, request) -> Complexity:
+        started = time.perf_counter()
+        result = self.scorer.score(request)
+        self.seconds.append(time.perf_counter() - started)
+        return result
+
+    def summary(self) -> dict | None:
+        if not self.seconds:
+            return None   # --scores stood in for the scorer
+        ordered = sorted(self.seconds)
+        at = lambda share: ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1e6  # noqa: E731
+        return {"calls": len(ordered), "mean": sum(ordered) / len(ordered) * 1e6,
+                "p50": at(0.5), "p99": at(0.99)}
 
 
 def route_records(path: str, live: LiveConfig, formats: list,
@@ -306,6 +330,10 @@ def format_report(report: dict) -> str:
            f"{report['bootstrap']} bootstrap resamples"]
     if report.get("warning"):
         out.append(f"WARNING: {report['warning']}")
+    if report.get("scoring_us"):
+        t = report["scoring_us"]
+        out.append(f"scoring one prompt: mean {t['mean']:.0f} us, p50 {t['p50']:.0f} us, p99 "
+                   f"{t['p99']:.0f} us ({t['calls']} calls on one core, in this process)")
     for d in report["datasets"]:
         out += ["", f"{d['dataset']}: {d['prompts']} prompts; weak {d['weak_model']} (quality "
                 f"{_num(d['weak_quality'])}), strong {d['strong_model']} ({_num(d['strong_quality'])})",

@@ -92,6 +92,81 @@ def test_maths_and_proofs_outrank_writing_and_greetings_score_low(registry):
         assert score(text) <= 0.05
 
 
+# MT-Bench-style traffic (written for this test, not taken from MT-Bench), single- and two-turn:
+# on MT-Bench a budget model's answers match a premium one's in writing, role-play, humanities
+# and extraction, and fall short in maths, reasoning, coding and STEM.
+EASY_TRAFFIC = {
+    "writing": [
+        ("Write a cheerful invitation to a neighbourhood picnic in the park this Saturday.",),
+        ("Draft a short thank-you note to a colleague who covered my shift last week.",
+         "Make it more formal."),
+        ("Write a persuasive paragraph encouraging people to adopt shelter cats.",),
+    ],
+    "roleplay": [
+        ("Pretend you are a pirate captain greeting new recruits on your ship. Stay in character.",),
+        ("Act as a friendly barista and take my coffee order.", "Now suggest a pastry to go with it."),
+        ("Imagine you are a tour guide in ancient Rome. Describe the Colosseum to your group.",),
+    ],
+    "humanities": [
+        ("What were the main causes of the French Revolution? Answer in a few sentences.",),
+        ("Describe the role of the Silk Road in cultural exchange between East and West.",
+         "Make it shorter, for a school newsletter."),
+        ("Summarise the main themes of Romantic poetry for a general reader.",),
+    ],
+    "extraction": [
+        ("List the names of all people mentioned in this text: 'Maria met Tom at the station, and "
+         "later they called Priya.'",),
+        ("From the following review, extract the product name and the star rating: 'The "
+         "AcmeBlend 300 is great, 4 out of 5 stars.'", "Now return the same as JSON."),
+        ("Pull out every date from this sentence: 'The meeting moved from March 3 to April 10, "
+         "then to May 2.'",),
+    ],
+}
+HARD_TRAFFIC = {
+    "math": [
+        ("Find all real solutions of x^4 - 5x^2 + 4 = 0 and show your working.",),
+        ("Compute the sum of the first n odd numbers and prove the formula by induction.",
+         "Now do it for n = 10."),
+        ("What is the probability of rolling at least one six in four rolls of a fair die? "
+         "Calculate it exactly.",),
+    ],
+    "reasoning": [
+        ("Three boxes are labelled apples, oranges and mixed, and every label is wrong. You may "
+         "take one fruit from one box. Explain step by step how to relabel all boxes correctly.",),
+        ("If all bloops are razzies and some razzies are lazzies, does it follow that some bloops "
+         "are lazzies? Explain why.", "Now give a counterexample."),
+        ("A bat and a ball cost $1.10 in total; the bat costs $1.00 more than the ball. How much "
+         "does the ball cost? Analyze the common mistake.",),
+    ],
+    "coding": [
+        ("Implement a function in Python that returns the longest palindromic substring of a "
+         "string in O(n^2) time.",),
+        ("Write a SQL query that finds the second highest salary in an employees table, handling "
+         "ties.", "Now make it work when there is no second salary."),
+        ("Debug this code and explain the bug:\n```python\ndef mean(xs):\n    return sum(xs) / "
+         "len(xs) - 1\n```",),
+    ],
+    "stem": [
+        ("Derive the escape velocity from the surface of a planet of mass M and radius R.",),
+        ("Explain how the Diffie-Hellman key exchange works and why it is secure against "
+         "eavesdroppers.", "Now analyze its weakness against a man-in-the-middle attack."),
+        ("Calculate the pH of a 0.01 M solution of acetic acid, given Ka = 1.8 x 10^-5.",),
+    ],
+}
+
+
+def test_mt_bench_style_traffic_ranks_maths_code_and_reasoning_above_writing(registry):
+    scorer = registry.scorers["learned"]({})
+    score = lambda turns: scorer.score(conversation(*turns)).score   # noqa: E731
+    easy = [score(turns) for group in EASY_TRAFFIC.values() for turns in group]
+    hard = [score(turns) for group in HARD_TRAFFIC.values() for turns in group]
+    assert len(easy) == len(hard) == 12
+    assert any(len(t) == 2 for g in EASY_TRAFFIC.values() for t in g)
+    ranked = sum(h > e for h in hard for e in easy) / (len(hard) * len(easy))
+    assert ranked >= 0.8, f"only {ranked:.0%} of (hard, easy) pairs ranked hard first"
+    assert score(("thanks",)) < min(easy + hard)
+
+
 def test_a_follow_up_scores_like_what_it_follows_up_on(registry):
     scorer = registry.scorers["learned"]({})
     proof = scorer.score(ask(PROOF))

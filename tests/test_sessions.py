@@ -27,28 +27,33 @@ def chat_tier(base: str, messages: list[dict], **headers) -> str:
 
 def test_claude_code_session_header_names_the_session(local_gateway):
     session = {"x-claude-code-session-id": "s-1"}
-    assert chat_tier(local_gateway, [{"role": "user", "content": HARD_ASK}], **session) == "premium"
+    hard_tier = chat_tier(local_gateway, [{"role": "user", "content": HARD_ASK}], **session)
+    assert hard_tier != "budget"
     easy_looking = loop_request("s-1", "Reply exactly: next")
-    assert chat_tier(local_gateway, easy_looking, **session) == "premium"
+    assert chat_tier(local_gateway, easy_looking) == "budget"   # alone, it looks easy
+    assert chat_tier(local_gateway, easy_looking, **session) == hard_tier
 
 
 def test_continuations_of_an_easy_loop_stay_cheap_and_of_a_hard_loop_stay_strong(local_gateway):
     easy, hard = "Reply exactly: listing", HARD_ASK
     assert chat_tier(local_gateway, [{"role": "user", "content": easy}], **{"x-session-id": "easy"}) == "budget"
-    assert chat_tier(local_gateway, [{"role": "user", "content": hard}], **{"x-session-id": "hard"}) == "premium"
+    hard_tier = chat_tier(local_gateway, [{"role": "user", "content": hard}], **{"x-session-id": "hard"})
+    assert hard_tier != "budget"
     # A continuation whose visible ask is easy, in the session whose loop started hard:
     messages = loop_request("hard", easy)
-    assert chat_tier(local_gateway, messages, **{"x-session-id": "hard"}) == "premium"
+    assert chat_tier(local_gateway, messages, **{"x-session-id": "hard"}) == hard_tier
     assert chat_tier(local_gateway, messages, **{"x-session-id": "easy"}) == "budget"
     assert chat_tier(local_gateway, messages) == "budget"  # no session: scored alone
 
 
 def test_the_openai_user_field_names_the_session(local_gateway):
-    httpx.post(f"{local_gateway}/v1/chat/completions", timeout=20,
-               json={"model": "auto", "user": "u-7", "messages": [{"role": "user", "content": HARD_ASK}]}, headers=AUTH)
+    first = httpx.post(f"{local_gateway}/v1/chat/completions", timeout=20, headers=AUTH, json={
+        "model": "auto", "user": "u-7", "messages": [{"role": "user", "content": HARD_ASK}]})
+    hard_tier = first.json()["x_routing"]["tier"]
     response = httpx.post(f"{local_gateway}/v1/chat/completions", timeout=20, json={
         "model": "auto", "user": "u-7", "messages": loop_request("u-7", "Reply exactly: ok")}, headers=AUTH)
-    assert response.json()["x_routing"]["tier"] == "premium"
+    assert hard_tier != "budget" and response.json()["x_routing"]["tier"] == hard_tier
+    assert chat_tier(local_gateway, loop_request("u-8", "Reply exactly: ok")) == "budget"
 
 
 def test_a_new_user_turn_is_scored_afresh(local_gateway):

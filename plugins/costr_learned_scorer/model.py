@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import gzip
+from array import array
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from .features import FORMS, analyse, key_weights, prior_logit, salt
 
 FORMAT = "costr-learned-scorer/2"   # /1 files hold weights for other features: retrain them
 
-FOLLOW = 0.8   # how far an earlier, harder ask pulls a follow-up's margin up to its own
+# How far an earlier, harder ask pulls a follow-up's margin up to its own (0.8 left "Now make it
+# shorter." after a proof 0.10 of score below the proof, once MMLU's margins bunched closer).
+FOLLOW = 0.85
 
 
 @dataclass(slots=True)
@@ -26,16 +29,20 @@ class LinearModel:
     dense: dict[str, float]
     sparse: dict[int, float]
     quantiles: list[float] = field(default_factory=list)   # margins at 0%, 1%, ..., 100%
-    # margin = learned / learned_scale + prior_weight * prior / prior_scale (see prior_logit)
-    blend: dict[str, float] = field(default_factory=lambda: {
+    # the same, among the training prompts of one form (for forms with enough of them)
+    form_quantiles: dict[str, list[float]] = field(default_factory=dict)
+    # margin = learned / learned_scale + w * prior / prior_scale (see prior_logit), where w is
+    # the ask's form's weight in "prior_weights" (form -> weight), else "prior_weight"
+    blend: dict = field(default_factory=lambda: {
         "learned_scale": 1.0, "prior_weight": 0.0, "prior_scale": 1.0})
     meta: dict = field(default_factory=dict)
     # dense feature -> (mean, scale): the model sees (value - mean) * scale, so that every dense
     # feature is centred and of like spread (the bias stays 1)
     norm: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    # derived by _prepare on first scoring: sparse weights by bucket, dense coefficients by form
-    _table: list[float] | None = field(default=None, repr=False, compare=False)
+    # derived by _prepare on first scoring: per form, each bucket's shared and per-form weights
+    # folded into one (SHARED_WEIGHT x shared + per-form), and the dense coefficients
+    _table: dict | None = field(default=None, repr=False, compare=False)
     _dense_coef: dict | None = field(default=None, repr=False, compare=False)
 
     def margin(self, ask: str) -> tuple[float, str, dict[str, float]]:
@@ -49,23 +56,30 @@ class LinearModel:
         for name, c in coef.items():
             z += c * dense[name]
         if buckets:
-            get = self._table.__getitem__
-            shared, own = key_weights(len(buckets))
-            s = salt(form)
-            z += shared * sum(map(get, buckets)) + own * sum([get(b ^ s) for b in buckets])
+            z += key_weights(len(buckets))[1] * sum(map(self._table[form].__getitem__, buckets))
         b = self.blend
         z /= b["learned_scale"]
-        if b["prior_weight"]:
-            z += b["prior_weight"] * prior_logit(dense) / b["prior_scale"]
+        w = self.prior_weight(form)
+        if w:
+            z += w * prior_logit(dense) / b["prior_scale"]
         return z, form, dense
+
+    def prior_weight(self, form: str) -> float:
+        """How much of the heuristic's prior the margin of an ask of this form blends in."""
+        return (self.blend.get("prior_weights") or {}).get(form, self.blend["prior_weight"])
 
     def _prepare(self) -> None:
         """Fold each form's dense weights and the normalisation into one coefficient a feature
-        and a constant, and lay the sparse weights out as a list indexed by bucket."""
-        from .features import BUCKETS
-        table = [0.0] * BUCKETS
-        for bucket, w in self.sparse.items():
-            table[bucket] = w
+        and a constant, and lay the sparse weights out, per form, as an array indexed by the shared
+        bucket: one lookup a key instead of two."""
+        from .features import BUCKETS, SHARED_WEIGHT
+        table = {}
+        for form in FORMS:
+            s, folded = salt(form), array("d", bytes(8 * BUCKETS))
+            for bucket, w in self.sparse.items():   # a weight is shared for one key, per-form
+                folded[bucket] += SHARED_WEIGHT * w    # for the key whose bucket XOR salt it is
+                folded[bucket ^ s] += w
+            table[form] = folded
         coefs = {}
         for form in FORMS:
             const, coef = 0.0, {}
@@ -92,8 +106,9 @@ class LinearModel:
     def combine(self, features: tuple[str, dict[str, float], dict[int, float]]) -> float:
         b = self.blend
         z = self.learned(features) / b["learned_scale"]
-        if b["prior_weight"]:
-            z += b["prior_weight"] * prior_logit(features[1]) / b["prior_scale"]
+        w = self.prior_weight(features[0])
+        if w:
+            z += w * prior_logit(features[1]) / b["prior_scale"]
         return z
 
     @staticmethod
@@ -109,9 +124,13 @@ class LinearModel:
         before = max(earlier[-2:])
         return z + FOLLOW * (before - z) if before > z else z
 
-    def calibrate(self, z: float) -> float:
-        """The share of training prompts whose margin is below `z`, interpolated."""
-        q = self.quantiles
+    def calibrate(self, z: float, form: str | None = None) -> float:
+        """The share of training prompts (of the ask's `form`, where the model has their
+        quantiles) whose margin is below `z`, interpolated. Per form, because the margins of
+        different forms are centred on different datasets' gains: ranked within its form, a
+        score means the same share of that kind of traffic whatever the form, so one threshold
+        sends the same share of each kind up."""
+        q = self.form_quantiles.get(form) or self.quantiles
         if not q:
             return 0.5
         if z <= q[0]:
@@ -130,11 +149,13 @@ class LinearModel:
             "dense": {k: round(v, 5) for k, v in self.dense.items()},
             "sparse": sorted([b, round(w, 4)] for b, w in self.sparse.items() if round(w, 4)),
             "quantiles": [round(q, 5) for q in self.quantiles],
+            "form_quantiles": {f: [round(q, 5) for q in qs] for f, qs in self.form_quantiles.items()},
             "blend": self.blend,
             "norm": {k: [round(m, 6), round(c, 6)] for k, (m, c) in self.norm.items()},
         }
-        with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as f:
-            json.dump(payload, f, separators=(",", ":"))
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        # mtime 0 and no file name: the same training gives the same bytes
+        Path(path).write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
 
     @classmethod
     def load(cls, path: str | Path) -> "LinearModel":
@@ -145,6 +166,7 @@ class LinearModel:
                              "`costr train-scorer`)")
         model = cls(dense=payload["dense"], sparse={b: w for b, w in payload["sparse"]},
                     quantiles=payload["quantiles"], blend=payload["blend"],
+                    form_quantiles=payload.get("form_quantiles") or {},
                     meta=payload.get("meta", {}),
                     norm={k: (m, c) for k, (m, c) in payload["norm"].items()})
         model._prepare()   # ready to score: the first request pays nothing extra

@@ -52,7 +52,7 @@ def score_asks(model: LinearModel, ask: str, earlier: list[str]) -> tuple[float,
     own = z
     if earlier:
         z = model.follow(own, [model.margin(a)[0] for a in earlier])
-    score = model.calibrate(z)
+    score = model.calibrate(z, form)
     if len(ask) < 40 and (_SMALL_TALK if earlier else _TRIVIAL).match(ask):
         score = min(score, 0.05)
     signals = {"margin": round(z, 4), "ask_chars": len(ask), "form": form,
