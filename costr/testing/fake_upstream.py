@@ -264,7 +264,7 @@ def write_gateway_config(directory: Path, upstream_url: str) -> tuple[Path, Path
     policy. Returns both paths, ready for `costr serve --providers ... --policies ...`."""
     tiers = [("budget", 0.10, 0.40), ("standard", 1.00, 4.00), ("premium", 5.00, 20.00)]
     lines = ["tiers: [budget, standard, premium]", f"baseline: {DEFAULT_MODELS[-1]}",
-             "routing: {scorer: heuristic, default_policy: balanced}",
+             "routing: {scorer: learned, default_policy: balanced}",
              "providers:", "  fake:", "    type: openai", f"    base_url: {upstream_url}/v1",
              "models:"]
     for model_id, (tier, price_in, price_out) in zip(DEFAULT_MODELS, tiers):
