@@ -274,3 +274,13 @@ def test_gateway_config_for_the_fake_is_valid(tmp_path):
     assert [m.tier for m in config.models.values()] == ["budget", "standard", "premium"]
     assert config.providers["fake"].base_url == "http://127.0.0.1:1/v1"
     assert set(config.policies) == {"balanced"}
+
+
+def test_the_fake_upstream_runs_on_a_plain_install():
+    """The README's no-key try-out and `costr bench` start the fake without the test extras."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['vcr'] = None  # as if vcrpy were not installed\n"
+            "import costr.testing.fake_upstream, costr.benchmark")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

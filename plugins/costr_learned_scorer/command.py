@@ -52,7 +52,7 @@ def run(args) -> int:
         print(f"costr: {args.data}: not JSON lines: {exc}", file=sys.stderr)
         return 2
     if not examples:
-        print(f"costr: {args.data} holds no records", file=sys.stderr)
+        print(f"costr: {args.data} holds no records to learn from", file=sys.stderr)
         return 2
     datasets = sorted({e.dataset for e in examples})
     print(f"{len(examples)} records in {len(datasets)} dataset(s): {', '.join(datasets)}")
