@@ -12,7 +12,6 @@ The confidence table is P(the budget tier suffices | score) (costr/confidence.py
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -24,9 +23,9 @@ from .calibration import (choose_threshold, half_split_study, points_at, split_h
 from .calibration_files import (CannotEdit, confidence_lines, set_policy_thresholds,
                                 set_routing_confidence, thresholds_line)
 from .confidence import budget_suffices_points, fit_table, format_reliability, table_reliability
-from .eval_cli import (DEFAULT_PRICES, EvalError, load_prices, offline_live_config, route_records,
-                       split_datasets)
-from .given_scores import ScoresError, add_scores_argument, in_sample_warning, load_given_scores
+from .eval_cli import (EvalError, add_labelled_data_arguments, load_prices, offline_live_config,
+                       route_records, split_datasets)
+from .given_scores import ScoresError, in_sample_warning, load_given_scores
 
 DEFAULT_TARGETS = {"low": 0.90, "balanced": 0.95, "quality": 0.98}
 # Where the top tier starts cannot be measured on two-model data: these shares of the hardest
@@ -54,13 +53,7 @@ def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--splits", type=int, default=50, metavar="N",
                    help="random half splits for the held-out check (default 50)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the random halves (default 0)")
-    p.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
-                   help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
-    p.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
-                   help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
-    p.add_argument("--prices", default=str(DEFAULT_PRICES),
-                   help="model prices for the evaluated models (default: the bundled table)")
-    add_scores_argument(p)
+    add_labelled_data_arguments(p)
     return p
 
 

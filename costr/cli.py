@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import load_config, stale_confidence
+from .config import add_config_arguments, load_config, stale_confidence
 from .errors import ConfigError
 from .calibrate_cli import add_calibrate_parser, run_calibrate
 from .eval_cli import add_eval_parser, run_eval
@@ -18,18 +18,11 @@ from .store import StoreUnavailable, open_store, redacted
 from .plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
-                        help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
-    parser.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
-                        help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="costr", description="A self-hosted LLM cost router.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway", parents=[database_options()])
-    _config_args(serve)
+    add_config_arguments(serve)
     serve.add_argument("--host", default=os.environ.get("COSTR_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("COSTR_PORT", "8787")))
     serve.add_argument("--log-level", default=os.environ.get("COSTR_LOG_LEVEL", "info"),
@@ -41,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="memory:// (default) or redis://HOST:PORT/DB to share rate limits "
                             "between instances (env COSTR_LIMITS_URL)")
     check = sub.add_parser("check", help="validate providers.yaml and the policies, then exit")
-    _config_args(check)
+    add_config_arguments(check)
     sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
     add_keys_parser(sub)
     add_feedback_parser(sub)

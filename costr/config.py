@@ -276,6 +276,14 @@ def _check_confidence(routing: RoutingEntry, report) -> None:
         report(("routing", "confidence", key, *(() if index is None else (index,))), reason)
 
 
+
+def add_config_arguments(parser) -> None:
+    """--providers and --policies for a command that reads the configuration."""
+    parser.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
+                        help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
+    parser.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
+                        help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
+
 def stale_confidence(routing: RoutingEntry) -> str | None:
     """Why routing.confidence cannot be used, when it was fitted for another scorer (it is then
     left unused, and routing falls back to the uncalibrated confidence)."""

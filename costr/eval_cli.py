@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from importlib.util import find_spec
@@ -24,7 +23,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from .config import load_config, stale_confidence
+from .config import add_config_arguments, load_config, stale_confidence
 from .confidence import budget_suffices_points, format_reliability, table_reliability
 from .errors import ConfigError, CostrError
 from .scoring import Complexity
@@ -60,17 +59,20 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw quality kept against cost (.svg, or .png "
                    "when matplotlib is installed)")
-    p.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
-                   help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
-    p.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
-                   help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
-    p.add_argument("--prices", default=str(DEFAULT_PRICES),
-                   help="model prices for the evaluated models (default: the bundled table)")
+    add_labelled_data_arguments(p)
     p.add_argument("--bootstrap", type=int, default=200, metavar="N",
                    help="bootstrap resamples for the 95%% intervals (default 200; 0 for none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    add_scores_argument(p)
     return p
+
+
+def add_labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a command routing labelled records reads besides them: the configuration, the
+    evaluated models' prices, and optionally scores given from outside the scorer."""
+    add_config_arguments(parser)
+    parser.add_argument("--prices", default=str(DEFAULT_PRICES),
+                        help="model prices for the evaluated models (default: the bundled table)")
+    add_scores_argument(parser)
 
 
 def run_eval(args: argparse.Namespace) -> int:
