@@ -1,6 +1,7 @@
 """Gemini (generativelanguage v1beta) wire format for the fake upstream."""
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Iterator
 
@@ -42,6 +43,18 @@ def read_ask(body: dict, model: str, stream: bool = False) -> Ask:
 def _calling_mode(body: dict) -> str:
     config = _get(_get(body, "toolConfig") or {}, "functionCallingConfig") or {}
     return str(config.get("mode") or "AUTO").upper()
+
+
+def invalid_tool_name(body: dict) -> str | None:
+    """Gemini's 400 message for a function name it refuses, or None."""
+    for i, tool in enumerate(body.get("tools") or []):
+        for j, decl in enumerate(_get(tool, "functionDeclarations") or []):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}", decl.get("name") or ""):
+                return (f"* GenerateContentRequest.tools[{i}].function_declarations[{j}].name: "
+                        "Invalid function name. Must start with a letter or an underscore. Must "
+                        "be alphameric (a-z, A-Z, 0-9), underscores (_), dots (.), colons (:) or "
+                        "dashes (-), with a maximum length of 64.")
+    return None
 
 
 def _tools(body: dict) -> list[Tool]:

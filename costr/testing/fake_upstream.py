@@ -178,6 +178,9 @@ class FakeUpstream:
         if isinstance(body, web.Response):
             return body
         if action in ("generateContent", "streamGenerateContent"):
+            refused = gemini.invalid_tool_name(body)
+            if refused:
+                return _json(gemini.error_body(400, refused), 400)
             ask = gemini.read_ask(body, model, stream=action == "streamGenerateContent")
             as_sse = request.query.get("alt") == "sse"
             stream = (lambda a, k: gemini.sse(gemini.content_stream(a, k))) if as_sse else None

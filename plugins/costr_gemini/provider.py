@@ -15,10 +15,11 @@ from costr.conversation import (
 )
 from costr.errors import CostrError, UpstreamError
 from costr.providers import ModelSpec, Provider
+from costr.tool_names import restore_in_events, restore_in_response
 from costr.upstream import Reply, error_from_reply
 
 from .stream import StreamDecoder
-from .wire import request_to_wire, response_from_wire
+from .wire import TOOL_NAMES, request_to_wire, response_from_wire
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests
@@ -48,11 +49,11 @@ class GeminiProvider(Provider):
 
     async def complete(self, request: ChatRequest, model: ModelSpec) -> ChatResponse:
         reply = await self._post(model, "generateContent", self.body(request, model))
-        return response_from_wire(reply.json())
+        return restore_in_response(response_from_wire(reply.json()), TOOL_NAMES.originals(request))
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
         url = self.endpoint(model, "streamGenerateContent", sse=True)
-        decoder = StreamDecoder()
+        decoder, names = StreamDecoder(), TOOL_NAMES.originals(request)
         async with self.http.stream(url, headers=self.headers(),
                                     body=orjson.dumps(self.body(request, model)),
                                     timeouts=self.settings.timeouts,
@@ -60,7 +61,11 @@ class GeminiProvider(Provider):
             try:
                 async for event in events:
                     chunk = self._chunk(event.data, url, first=not decoder.started)
-                    yield Frame(decoder.feed(chunk), raw=chunk, raw_format=self.wire_format)
+                    events = decoder.feed(chunk)
+                    if names:   # the client must see its own tool names, so no raw relay
+                        yield Frame(restore_in_events(events, names))
+                    else:
+                        yield Frame(events, raw=chunk, raw_format=self.wire_format)
             except UpstreamError as exc:
                 if not decoder.started:
                     raise  # nothing sent yet: the router may still fall back
@@ -69,7 +74,7 @@ class GeminiProvider(Provider):
                 return
         tail = decoder.finish()
         if tail:
-            yield Frame(tail, raw_format=self.wire_format)
+            yield Frame(restore_in_events(tail, names), raw_format=self.wire_format)
 
     def _chunk(self, data: str, url: str, *, first: bool) -> dict:
         """One SSE data as a dict. Before anything was sent, an error Gemini reports inside

@@ -19,8 +19,12 @@ from costr.conversation import (
 )
 from costr.errors import InvalidRequest
 from costr.providers import ModelSpec
+from costr.tool_names import ToolNameRule
 
 from .schema import sanitise_schema
+
+TOOL_NAMES = ToolNameRule(chars="A-Za-z0-9_.:-", first="A-Za-z_")   # what Gemini accepts
+wire_name = TOOL_NAMES.wire_name
 
 # Finish reasons that mean Google's filters withheld the answer.
 _REFUSALS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
@@ -82,7 +86,7 @@ def _parts_to_wire(parts: list, names: dict[str, str]) -> list[dict]:
         elif isinstance(part, Image):
             others.append(_image(part))
         elif isinstance(part, ToolCall):
-            others.append({"functionCall": {"name": part.name, "args": _arguments(part)}})
+            others.append({"functionCall": {"name": wire_name(part.name), "args": _arguments(part)}})
         # Thinking is dropped: Gemini cannot take reasoning back, least of all another
         # provider's, and its own thought signatures have no neutral field yet.
     return responses + others
@@ -95,7 +99,7 @@ def _function_response(result: ToolResult, names: dict[str, str]) -> dict:
             f"tool result {result.tool_call_id!r} answers no earlier tool call, and Gemini "
             "needs the tool's name", param="messages")
     key = "error" if result.is_error else "content"
-    return {"functionResponse": {"name": name, "response": {key: text_of(result.content)}}}
+    return {"functionResponse": {"name": wire_name(name), "response": {key: text_of(result.content)}}}
 
 
 def _arguments(call: ToolCall) -> dict:
@@ -123,7 +127,7 @@ def _image(image: Image) -> dict:
 
 
 def _declaration(tool) -> dict:
-    declaration: dict[str, Any] = {"name": tool.name}
+    declaration: dict[str, Any] = {"name": wire_name(tool.name)}
     if tool.description:
         declaration["description"] = tool.description
     parameters = sanitise_schema(tool.parameters)
@@ -137,7 +141,7 @@ def _declaration(tool) -> dict:
 def _calling_config(choice) -> dict:
     config: dict[str, Any] = {"mode": _TOOL_MODES[choice.mode]}
     if choice.mode == "tool" and choice.name:
-        config["allowedFunctionNames"] = [choice.name]
+        config["allowedFunctionNames"] = [wire_name(choice.name)]
     return config
 
 

@@ -6,15 +6,15 @@ from typing import AsyncIterator
 
 import orjson
 
-from costr.conversation import (BlockStart, ChatRequest, ChatResponse, EmbeddingRequest,
-                                EmbeddingResponse, Frame, StreamFailure, ToolCall, Usage)
+from costr.conversation import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
+                                Frame, StreamFailure, Usage)
 from costr.providers import ModelSpec, Provider
+from costr.tool_names import restore_in_events, restore_in_response
 
 from .chat_request import FORMAT
 from .chat_response import response_from_wire
 from .chat_stream import StreamDecoder, parse_chunk
-from .tool_names import original_names
-from .upstream_request import request_to_wire
+from .upstream_request import TOOL_NAMES, request_to_wire
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -37,18 +37,12 @@ class OpenAIProvider(Provider):
         reply = await self.http.request("POST", f"{self.base_url}/chat/completions",
                                         headers=self._headers(), body=body,
                                         timeouts=self.settings.timeouts, secret=self.settings.api_key)
-        response = response_from_wire(reply.json())
-        names = original_names(request)
-        if names:
-            for part in response.content:
-                if isinstance(part, ToolCall):
-                    part.name = names.get(part.name, part.name)
-        return response
+        return restore_in_response(response_from_wire(reply.json()), TOOL_NAMES.originals(request))
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
         body = orjson.dumps(request_to_wire(request, model, stream=True))
         decoder = StreamDecoder()
-        names = original_names(request)
+        names = TOOL_NAMES.originals(request)
         async with self.http.stream(f"{self.base_url}/chat/completions", headers=self._headers(),
                                     body=body, timeouts=self.settings.timeouts,
                                     secret=self.settings.api_key) as events:
@@ -62,10 +56,7 @@ class OpenAIProvider(Provider):
                     break
                 events = decoder.feed(chunk)
                 if names:   # the client must see its own tool names, so no raw relay
-                    for event in events:
-                        if isinstance(event, BlockStart) and event.tool_name:
-                            event.tool_name = names.get(event.tool_name, event.tool_name)
-                    yield Frame(events)
+                    yield Frame(restore_in_events(events, names))
                 else:
                     yield Frame(events, raw=chunk, raw_format=FORMAT)
         yield Frame(decoder.finish())

@@ -7,7 +7,10 @@ from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, Tool
 from costr.providers import ModelSpec
 
 from .chat_request import FORMAT
-from .tool_names import wire_name
+from costr.tool_names import ToolNameRule
+
+TOOL_NAMES = ToolNameRule(chars="A-Za-z0-9_-", first="A-Za-z0-9_-")   # what OpenAI accepts
+wire_name = TOOL_NAMES.wire_name
 
 _EFFORT_BY_BUDGET = ((4096, "high"), (2048, "medium"), (0, "low"))
 MAX_USER_CHARS = 64
