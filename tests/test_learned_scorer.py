@@ -352,3 +352,16 @@ def test_figures_on_the_training_data_need_the_held_out_scores(tmp_path, capsys)
     oof.write_text(oof.read_text().splitlines()[0] + "\n")   # one record's score only
     assert main(["eval", str(data), "--scores", str(oof), *common]) == 2
     assert "no score for record" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("line, says", [
+    ("not json", "costr: {path}: line 2: not valid JSON"),
+    ('{"messages": "x", "scores": {"a": 1}}', "costr: {path}: line 2: 'messages' must be"),
+    ('{"messages": [{"role": "user", "content": "hi"}], "scores": {"a": 2}}',
+     "costr: {path}: line 2: 'scores' must map"),
+])
+def test_a_bad_record_is_named_by_its_line(tmp_path, capsys, line, says):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(synthetic_records(1, 0)[0]) + "\n" + line + "\n")
+    assert main(["train-scorer", str(path), "--out", str(tmp_path / "m.json.gz")]) == 2
+    assert capsys.readouterr().err.startswith(says.format(path=path))

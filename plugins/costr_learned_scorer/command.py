@@ -48,8 +48,8 @@ def run(args) -> int:
     except OSError as exc:
         print(f"costr: {args.data}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        print(f"costr: {args.data}: not JSON lines: {exc}", file=sys.stderr)
+    except ValueError as exc:   # not JSON, or a record without messages and scores
+        print(f"costr: {args.data}: {exc}", file=sys.stderr)
         return 2
     if not examples:
         print(f"costr: {args.data} holds no records to learn from", file=sys.stderr)

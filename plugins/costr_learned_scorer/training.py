@@ -109,7 +109,10 @@ def read_examples(path: str | Path, weak: dict[str, str] | None = None,
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                record = json.loads(line)
+                try:
+                    record = _checked(json.loads(line), number)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"line {number}: not valid JSON ({exc.msg})") from None
                 # `costr eval --scores` finds a record by its id, or else by its line
                 record.setdefault("id", f"line {number}")
                 records.append(record)
@@ -144,6 +147,21 @@ def read_examples(path: str | Path, weak: dict[str, str] | None = None,
         print(f"skipped {skipped} single-score record(s): only a budget-tier answer rated "
               f"<= {BAD} or >= {GOOD} says whether the weak model sufficed")
     return examples
+
+
+def _checked(record, number: int) -> dict:
+    """The record, or ValueError naming its line and what is wrong with it."""
+    if not isinstance(record, dict):
+        raise ValueError(f"line {number}: expected a JSON object")
+    messages, scores = record.get("messages"), record.get("scores")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and "role" in m for m in messages):
+        raise ValueError(f"line {number}: 'messages' must be a non-empty list of chat messages")
+    if not isinstance(scores, dict) or not scores or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+            for v in scores.values()):
+        raise ValueError(f"line {number}: 'scores' must map each model to its outcome (0 to 1)")
+    return record
 
 
 def _example(record: dict, dataset: str, weak: float, strong: float, n: int) -> Example:
