@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from .config import add_config_arguments, load_config, stale_confidence
+from .config import add_config_arguments, load_config
 from .confidence import budget_suffices_points, format_reliability, table_reliability
 from .errors import ConfigError, CostrError
 from .scoring import Complexity
@@ -287,8 +287,8 @@ def build_report(routed: list[Routed], live: LiveConfig, prices: dict, output_to
 
 def _confidence_reliability(live: LiveConfig, split: list[Dataset]) -> dict | None:
     """How well routing.confidence, when configured, predicts that the weak model suffices."""
-    table = live.config.routing.confidence
-    if table is None or stale_confidence(live.config.routing):
+    table = live.confidence
+    if table is None:
         return None
     groups = {d.name: d.prompts for d in split}
     return {"all": table_reliability(table.scores, table.budget_suffices,

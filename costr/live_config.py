@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, load_config, stale_confidence
 from .errors import ConfigError
 from .plugins import Registry
 from .providers import ModelSpec, Provider
@@ -28,6 +28,7 @@ class LiveConfig:
     chat_models: dict[str, ModelSpec]  # by id, in file order
     by_tier: dict[str, list[ModelSpec]]
     auto_names: frozenset[str]
+    confidence: object | None = None   # routing.confidence, unless fitted for another scorer
 
     @classmethod
     def build(cls, config: Config, registry: Registry, http: Upstream) -> "LiveConfig":
@@ -44,6 +45,7 @@ class LiveConfig:
             chat_models=chat,
             by_tier={t: [m for m in chat.values() if m.tier == t] for t in config.tiers},
             auto_names=frozenset(["auto", *config.routing.auto_aliases]),
+            confidence=None if stale_confidence(config.routing) else config.routing.confidence,
         )
 
     def provider_for(self, model: ModelSpec) -> Provider:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import stale_confidence
 from .confidence import interpolate
 from .conversation import ChatRequest
 from .errors import InvalidRequest, ModelNotFound, NoUsableProvider
@@ -63,8 +62,8 @@ def _confidence(live: LiveConfig, policy, complexity: Complexity, tier: str) -> 
     """P(the chosen tier suffices), from the calibrated table when there is one: measured for
     the cheapest tier; a higher tier is the strong model of the data the table was fitted on, so
     it suffices by construction, and the budget tier's chance goes to the signals instead."""
-    table = live.config.routing.confidence
-    if table is None or stale_confidence(live.config.routing):
+    table = live.confidence
+    if table is None:
         margin = policy.margin(complexity.score) if hasattr(policy, "margin") else 0.5
         # Least sure near a tier boundary, however sure the scorer is of the score itself.
         return round(complexity.confidence * (0.6 + 0.4 * min(1.0, margin / 0.15)), 2)
