@@ -284,3 +284,92 @@ def test_the_fake_upstream_runs_on_a_plain_install():
             "import costr.testing.fake_upstream, costr.benchmark")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---- the wire rules a tool loop crossing providers meets -----------------------------------
+
+WEATHER_DECLARATION = {"functionDeclarations": [{"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}
+
+
+def gemini_loop(model_step: dict, model: str = "gemini-3-flash-preview") -> tuple[str, dict]:
+    """A Gemini request whose current turn holds one model step, answered by its result."""
+    return (f"/v1beta/models/{model}:generateContent", {"tools": [WEATHER_DECLARATION], "contents": [
+        {"role": "user", "parts": [{"text": "Weather in Paris?"}]},
+        {"role": "model", "parts": [model_step]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
+                                                         "response": {"content": "18 C"}}}]}]})
+
+
+def test_gemini_3_signs_the_first_of_its_calls_and_wants_it_back(client, fake):
+    fake.enqueue({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}},
+                                 {"name": "get_weather", "arguments": {"city": "Tokyo"}}]})
+    path, body = gemini_loop({})
+    first = client.post(path, json={**body, "contents": body["contents"][:1]}).json()
+    signed, unsigned = first["candidates"][0]["content"]["parts"]
+    assert len(signed["thoughtSignature"]) > 500 and "thoughtSignature" not in unsigned
+    _, answered = gemini_loop(signed)
+    assert client.post(path, json=answered).status_code == 200
+
+    _, missing = gemini_loop({"functionCall": signed["functionCall"]})
+    refused = client.post(path, json=missing)
+    assert refused.status_code == 400 and refused.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert refused.json()["error"]["message"].startswith(
+        "Function call is missing a thought_signature in functionCall parts.")
+    assert "function call `default_api:get_weather` , position 2." in refused.text
+
+
+def test_gemini_3_takes_the_sentinel_but_no_signature_it_did_not_issue(client):
+    call = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+    path, sentinel = gemini_loop({**call, "thoughtSignature": "skip_thought_signature_validator"})
+    assert client.post(path, json=sentinel).status_code == 200
+    _, forged = gemini_loop({**call, "thoughtSignature": "CiIBVKhc7oVmY0cQ1gS6bWz3mJv0yQ0u0l3Jb3sE"})
+    refused = client.post(path, json=forged)
+    assert refused.status_code == 400 and refused.json()["error"] == {
+        "code": 400, "message": "Corrupted thought signature.", "status": "INVALID_ARGUMENT"}
+    _, garbled = gemini_loop({**call, "thoughtSignature": "not base64!"})
+    assert "Base64 decoding failed" in client.post(path, json=garbled).text
+
+
+def test_gemini_2_5_neither_signs_nor_checks(client):
+    path, unsigned = gemini_loop({"functionCall": {"name": "get_weather", "args": {}}},
+                                 model="gemini-2.5-flash")
+    assert client.post(path, json=unsigned).status_code == 200
+    first = client.post(path, json={**unsigned, "contents": unsigned["contents"][:1]}).json()
+    assert "thoughtSignature" not in str(first)
+
+
+def test_openai_refuses_a_tool_call_id_over_40_characters_and_an_unanswered_call(client):
+    def chat(call_id: str, answered_by: str) -> httpx.Response:
+        return client.post("/v1/chat/completions", json={"model": "m1", "messages": [
+            {"role": "user", "content": "Read it"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function",
+             "function": {"name": "read_file", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": answered_by, "content": "# Costr"}]})
+    long_id = "call_" + "a" * 48
+    refused = chat(long_id, long_id)
+    assert refused.status_code == 400 and refused.json()["error"] == {
+        "message": "Invalid 'messages[1].tool_calls[0].id': string too long. Expected a string "
+                   "with maximum length 40, but got a string with length 53 instead.",
+        "type": "invalid_request_error", "param": "messages[1].tool_calls[0].id",
+        "code": "string_above_max_length"}
+    unanswered = chat("call_1", "call_2")
+    assert unanswered.status_code == 400 and "did not have response messages: call_1" in unanswered.text
+    assert chat("call_" + "a" * 35, "call_" + "a" * 35).status_code == 200
+
+
+def test_anthropic_refuses_tool_use_ids_outside_its_pattern_and_unpaired_results(client):
+    def messages(use_id: str, result_id: str) -> httpx.Response:
+        return client.post("/v1/messages", json={"model": "m1", "max_tokens": 64, "messages": [
+            {"role": "user", "content": "Read it"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": use_id, "name": "read_file",
+                                               "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": result_id,
+                                          "content": "# Costr"}]}]})
+    refused = messages("functions.read_file:0", "functions.read_file:0")
+    assert refused.status_code == 400 and refused.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"}
+    unpaired = messages("toolu_01", "toolu_02")
+    assert unpaired.status_code == 400 and "unexpected `tool_use_id` found" in unpaired.text
+    assert messages("toolu_01", "toolu_01").status_code == 200

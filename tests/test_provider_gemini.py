@@ -3,6 +3,7 @@ exchanges replayed from cassettes/test_provider_gemini/ (hand-written from Googl
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import orjson
@@ -20,6 +21,7 @@ from costr.upstream import Reply, Upstream
 from costr_gemini import GeminiProvider, register_provider_types
 from costr_gemini.schema import sanitise_schema
 from costr_gemini.stream import StreamDecoder
+from costr_gemini.thought_signatures import model_tag, signature_in
 from costr_gemini.wire import request_to_wire, response_from_wire, usage_from_wire
 
 KEY = "test-gemini-key"
@@ -361,9 +363,39 @@ def test_function_call_answer():
     [call] = response.content
     assert isinstance(call, ToolCall) and call.name == "get_weather"
     assert orjson.loads(call.arguments) == {"city": "Paris", "unit": "celsius"}
-    assert call.id.startswith("call_") and len(call.id) == 29
+    # Gemini 2.5 signs while thinking: the id Costr mints carries the signature for next time.
+    assert re.fullmatch(r"call_[0-9a-f]{24}__sig__[A-Za-z0-9_-]+", call.id)
+    assert signature_in(call.id, model_tag(FLASH)) == "CiIBVKhc7oVmY0cQ1gS6bWz3mJv0yQ0u0l3Jb3sE0fC2xqFQ"
     assert response.stop_reason == "tool_use"
     assert (response.usage.input_tokens, response.usage.output_tokens) == (96, 85)
+
+
+GEMINI_3 = ModelSpec(id="gemini-3-pro", provider="google", tier="premium", price=Price(2.0, 12.0),
+                     context_window=1_048_576, upstream_name="gemini-3-pro-preview",
+                     capabilities=frozenset({"tools", "reasoning"}))
+
+
+def test_gemini_3_parallel_calls_give_their_signature_back_on_the_next_step():
+    question = ask("Compare the weather in Paris and Tokyo.", tools=[WEATHER])
+    with use_cassette(__file__, "gemini_3_parallel_calls") as cassette:
+        first = with_provider(lambda p: p.complete(question, GEMINI_3))
+        paris, tokyo = first.content
+        signed = first.raw["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+        tag = model_tag(GEMINI_3)
+        assert len(signed) > 900 and signature_in(paris.id, tag) == signed
+        assert signature_in(tokyo.id, tag) is None  # parallel calls: only the first is signed
+        question.messages += [Message("assistant", first.content), Message("user", [
+            ToolResult(paris.id, [Text("18 C, light rain")]),
+            ToolResult(tokyo.id, [Text("24 C, clear")])])]
+        second = with_provider(lambda p: p.complete(question, GEMINI_3))
+    assert second.content == [Text("Tokyo is warmer: 24 °C and clear, while Paris has 18 °C "
+                                    "and light rain.")]
+    model_turn = cassette.sent[1].json()["contents"][1]
+    assert model_turn == {"role": "model", "parts": [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": signed},
+        {"functionCall": {"name": "get_weather", "args": {"city": "Tokyo", "unit": "celsius"}}}]}
+    for sent, recorded in zip(cassette.sent, cassette.requests):  # exactly what the cassette shows
+        assert sent.json() == orjson.loads(recorded.body)
 
 
 def test_streamed_text_then_two_function_calls():
@@ -445,5 +477,5 @@ def test_count_tokens_failure_is_none():
 def test_cassettes_hold_no_key():
     folder = Path(__file__).resolve().parents[1] / "cassettes" / "test_provider_gemini"
     texts = [path.read_text() for path in folder.glob("*.yaml")]
-    assert len(texts) == 10
+    assert len(texts) == 11
     assert not any(KEY in text or "key=" in text or "x-goog-api-key" in text for text in texts)

@@ -1,6 +1,7 @@
 """Anthropic Messages wire format for the fake upstream."""
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from typing import Iterator
@@ -14,6 +15,7 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "
                429: "rate_limit_error", 500: "api_error", 504: "timeout_error",
                529: "overloaded_error"}
 _ALPHABET = string.ascii_letters + string.digits
+TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
 def read_ask(body: dict) -> Ask:
@@ -31,6 +33,25 @@ def read_ask(body: dict) -> Ask:
         prompt_chars=len(system) + sum(map(len, texts)),
         stream=bool(body.get("stream")),
     )
+
+
+def invalid_tool_use(body: dict) -> str | None:
+    """Anthropic's 400 message for a tool_use id outside its pattern, or for a tool_result
+    that answers no tool_use of the message before it; None when the request passes."""
+    previous_ids: set = set()
+    for i, message in enumerate(body.get("messages") or []):
+        blocks = _blocks(message.get("content") if isinstance(message, dict) else None)
+        for j, block in enumerate(blocks):
+            key = {"tool_use": "id", "tool_result": "tool_use_id"}.get(block.get("type"))
+            if key and not TOOL_USE_ID.fullmatch(str(block.get(key) or "")):
+                return (f"messages.{i}.content.{j}.{block['type']}.{key}: String should match "
+                        f"pattern '{TOOL_USE_ID.pattern}'")
+            if block.get("type") == "tool_result" and block.get("tool_use_id") not in previous_ids:
+                return (f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                        f"`tool_result` blocks: {block.get('tool_use_id')}. Each `tool_result` "
+                        "block must have a corresponding `tool_use` block in the previous message.")
+        previous_ids = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
+    return None
 
 
 def _tools(body: dict) -> list[Tool]:

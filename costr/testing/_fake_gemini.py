@@ -1,6 +1,9 @@
 """Gemini (generativelanguage v1beta) wire format for the fake upstream."""
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
 import secrets
 from typing import Iterator
@@ -10,6 +13,11 @@ import orjson
 from ._fake_answers import Answer, Ask, Tool, pieces, tool_result_text
 from ._fake_openai import embedding_vector
 
+# Google's documented value that tells Gemini 3 to skip checking a call's signature.
+SKIP_VALIDATION = "skip_thought_signature_validator"
+_SIGNING_KEY = b"costr-fake-gemini-thought-signatures"
+_SIGNATURE_BYTES = 480   # real signatures run to several hundred base64 characters and more
+_MAC_BYTES = 16
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                 404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
                 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -57,6 +65,64 @@ def invalid_tool_name(body: dict) -> str | None:
     return None
 
 
+def signs_calls(model: str) -> bool:
+    """Gemini 3 and later sign every answer with function calls, and check the signatures."""
+    version = re.match(r"gemini-(\d+)", model)
+    return bool(version) and int(version.group(1)) >= 3
+
+
+def new_signature(model: str) -> str:
+    """An opaque signature this fake can later recognise as its own, valid for `model` only,
+    as Google's are (no state kept)."""
+    body = secrets.token_bytes(_SIGNATURE_BYTES)
+    return base64.b64encode(body + _mac(body, model)).decode()
+
+
+def _mac(data: bytes, model: str) -> bytes:
+    return hashlib.sha256(_SIGNING_KEY + model.encode() + b"\0" + data).digest()[:_MAC_BYTES]
+
+
+def invalid_thought_signature(body: dict, model: str) -> str | None:
+    """Gemini 3's 400 message for a signature it did not issue, or for a function call of the
+    current turn whose step lacks one; None when the request passes."""
+    if not signs_calls(model):
+        return None
+    contents = [c for c in body.get("contents") or [] if isinstance(c, dict)]
+    for i, content in enumerate(contents):
+        for j, part in enumerate(_parts(content.get("parts"))):
+            signature = _get(part, "thoughtSignature")
+            if signature is None or signature == SKIP_VALIDATION:
+                continue
+            standard = str(signature).replace("-", "+").replace("_", "/")  # either alphabet
+            try:
+                raw = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                return (f"Invalid value at 'contents[{i}].parts[{j}].thought_signature' "
+                        f"(TYPE_BYTES), Base64 decoding failed for \"{signature}\"")
+            if len(raw) <= _MAC_BYTES or _mac(raw[:-_MAC_BYTES], model) != raw[-_MAC_BYTES:]:
+                return "Corrupted thought signature."
+    return _missing_signature(contents)
+
+
+def _missing_signature(contents: list[dict]) -> str | None:
+    # The current turn starts at the last user content holding more than function responses;
+    # the first functionCall part of each model step after it must carry its signature.
+    starts = [i for i, c in enumerate(contents) if c.get("role") == "user"
+              and any(not _get(p, "functionResponse") for p in _parts(c.get("parts")))]
+    for i in range(starts[-1] + 1 if starts else 0, len(contents)):
+        if contents[i].get("role") != "model":
+            continue
+        calls = [p for p in _parts(contents[i].get("parts")) if _get(p, "functionCall")]
+        if calls and _get(calls[0], "thoughtSignature") is None:
+            name = _get(calls[0], "functionCall").get("name")
+            return ("Function call is missing a thought_signature in functionCall parts. This is "
+                    "required for tools to work correctly, and missing thought_signature may lead "
+                    f"to degraded model performance. Additional data, function call "
+                    f"`default_api:{name}` , position {i + 1}. Please refer to "
+                    "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")
+    return None
+
+
 def _tools(body: dict) -> list[Tool]:
     found = []
     for tool in body.get("tools") or []:
@@ -82,11 +148,18 @@ def _parts_text(parts) -> str:
     return "".join(out)
 
 
-def _call_part(call) -> dict:
-    function_call = {"name": call.name, "args": call.arguments}
-    if call.id:
-        function_call["id"] = call.id
-    return {"functionCall": function_call}
+def _call_parts(calls, model: str) -> list[dict]:
+    """The functionCall parts of one answer; for a Gemini 3 model, the first one carries the
+    answer's thought signature (parallel calls after it carry none)."""
+    parts = []
+    for call in calls:
+        function_call = {"name": call.name, "args": call.arguments}
+        if call.id:
+            function_call["id"] = call.id
+        parts.append({"functionCall": function_call})
+    if parts and signs_calls(model):
+        parts[0]["thoughtSignature"] = new_signature(model)
+    return parts
 
 
 def _usage(ask: Ask, answer: Answer | None) -> dict:
@@ -108,7 +181,7 @@ def _response(parts: list[dict], ask: Ask, answer: Answer | None, response_id: s
 
 
 def content_body(answer: Answer, ask: Ask) -> dict:
-    parts = ([{"text": answer.text}] if answer.text else []) + [_call_part(c) for c in answer.tool_calls]
+    parts = ([{"text": answer.text}] if answer.text else []) + _call_parts(answer.tool_calls, ask.model)
     return _response(parts or [{"text": ""}], ask, answer, secrets.token_urlsafe(16))
 
 
@@ -117,7 +190,7 @@ def content_stream(answer: Answer, ask: Ask) -> list[dict]:
     function calls whole (Gemini never splits their arguments)."""
     batches = [[{"text": piece}] for piece in pieces(answer.text)]
     if answer.tool_calls:
-        batches.append([_call_part(c) for c in answer.tool_calls])
+        batches.append(_call_parts(answer.tool_calls, ask.model))
     batches = batches or [[{"text": ""}]]
     response_id = secrets.token_urlsafe(16)
     last = len(batches) - 1

@@ -13,6 +13,7 @@ import orjson
 from ._fake_answers import Answer, Ask, Tool, count_tokens, new_id, pieces, tool_result_text
 
 FINGERPRINT = "fp_costrfake"
+MAX_TOOL_CALL_ID = 40
 DONE = b"data: [DONE]\n\n"
 
 
@@ -42,6 +43,37 @@ def invalid_tool_name(body: dict) -> str | None:
         if not re.fullmatch(r"[a-zA-Z0-9_-]+", name):
             return (f"Invalid '{where}': string does not match pattern. Expected a string that "
                     "matches the pattern '^[a-zA-Z0-9_-]+$'.")
+    return None
+
+
+def invalid_tool_calls(body: dict) -> dict | None:
+    """OpenAI's 400 body for a tool call id over 40 characters, or for an assistant's tool
+    call no tool message answers; None when the request passes."""
+    messages = [m if isinstance(m, dict) else {} for m in body.get("messages") or []]
+    for i, message in enumerate(messages):
+        calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+        for j, call in enumerate(calls):
+            length = len(str(call.get("id") or ""))
+            if length > MAX_TOOL_CALL_ID:
+                where = f"messages[{i}].tool_calls[{j}].id"
+                return {"error": {
+                    "message": f"Invalid '{where}': string too long. Expected a string with "
+                               f"maximum length {MAX_TOOL_CALL_ID}, but got a string with length "
+                               f"{length} instead.",
+                    "type": "invalid_request_error", "param": where,
+                    "code": "string_above_max_length"}}
+        answered = set()
+        for later in messages[i + 1:]:
+            if later.get("role") != "tool":
+                break
+            answered.add(later.get("tool_call_id"))
+        unanswered = [c.get("id") for c in calls if c.get("id") not in answered]
+        if unanswered:
+            return {"error": {
+                "message": "An assistant message with 'tool_calls' must be followed by tool "
+                           "messages responding to each 'tool_call_id'. The following "
+                           f"tool_call_ids did not have response messages: {', '.join(map(str, unanswered))}",
+                "type": "invalid_request_error", "param": f"messages.[{i}].role", "code": None}}
     return None
 
 

@@ -8,8 +8,12 @@ In a test::
 From a shell: `python -m costr.testing.fake_upstream --port 9100 [--script FILE]
 [--delay-ms N] [--fast]`. Without a script (or once it is used up) the fake calls the first
 offered tool, summarises a tool result as "Done: ...", answers `Reply exactly: X` with X, and
-anything else with "ok". `--fast` answers OpenAI chat from precomputed bytes, so a benchmark
-measures the gateway in front of it rather than the fake.
+anything else with "ok". Like the real providers, it refuses with their error shapes what
+they refuse: tool names they do not accept, OpenAI tool call ids over 40 characters, Anthropic
+tool_use ids outside its pattern, unpaired calls and results, and (for `gemini-3*` models, which
+sign their function calls) a current-turn step whose signature is missing or not its own.
+`--fast` answers OpenAI chat from precomputed bytes, so a benchmark measures the gateway in
+front of it rather than the fake.
 """
 from __future__ import annotations
 
@@ -139,6 +143,9 @@ class FakeUpstream:
         refused = openai.invalid_tool_name(body)
         if refused:
             return _json(openai.error_body(400, refused), 400)
+        refused_calls = openai.invalid_tool_calls(body)
+        if refused_calls:
+            return _json(refused_calls, 400)
         ask = openai.read_ask(body)
         return await self._answer(request, ask, openai.error_body, openai.chat_body, openai.chat_stream)
 
@@ -163,6 +170,9 @@ class FakeUpstream:
         body = await self._read(request, anthropic.error_body)
         if isinstance(body, web.Response):
             return body
+        refused = anthropic.invalid_tool_use(body)
+        if refused:
+            return _json(anthropic.error_body(400, refused), 400)
         ask = anthropic.read_ask(body)
         return await self._answer(request, ask, anthropic.error_body, anthropic.message_body,
                                   anthropic.message_stream)
@@ -178,7 +188,7 @@ class FakeUpstream:
         if isinstance(body, web.Response):
             return body
         if action in ("generateContent", "streamGenerateContent"):
-            refused = gemini.invalid_tool_name(body)
+            refused = gemini.invalid_tool_name(body) or gemini.invalid_thought_signature(body, model)
             if refused:
                 return _json(gemini.error_body(400, refused), 400)
             ask = gemini.read_ask(body, model, stream=action == "streamGenerateContent")

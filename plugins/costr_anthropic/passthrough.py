@@ -11,6 +11,8 @@ only what this model requires changed.
 - Thinking blocks with no signature (reasoning another model produced, which Costr handed the
   client unsigned) and text blocks of only whitespace are removed: Anthropic rejects both.
 - Thinking is turned off where Anthropic would refuse it (see wire_request).
+- Tool call ids Anthropic would refuse (other providers' answers gave the client) are sent as
+  their stand-ins, in the tool_use and its tool_result alike.
 A capability comes as a pair, a beta header value and a body field: whenever a field is
 dropped, its beta values are dropped with it, since either one alone is a 400.
 """
@@ -19,7 +21,8 @@ from __future__ import annotations
 from costr.providers import ModelSpec
 
 from .client_request import EFFORTS
-from .wire_request import ADAPTIVE, EFFORT_BUDGETS, fit_thinking, history_allows_thinking
+from .wire_request import (ADAPTIVE, EFFORT_BUDGETS, TOOL_CALL_IDS, fit_thinking,
+                           history_allows_thinking)
 
 # The beta header values (by prefix) that enable each body field Costr may drop.
 BETAS_FOR_FIELD = {
@@ -108,10 +111,19 @@ def _sendable_messages(messages: list) -> list:
         if not isinstance(content, list):
             out.append(message)
             continue
-        kept = [block for block in content if _sendable(block)]
+        kept = [_with_wire_id(block) for block in content if _sendable(block)]
         if kept:
-            out.append(message if len(kept) == len(content) else {**message, "content": kept})
+            out.append(message if kept == content else {**message, "content": kept})
     return out
+
+
+def _with_wire_id(block):
+    key = {"tool_use": "id", "tool_result": "tool_use_id"}.get(
+        block.get("type") if isinstance(block, dict) else None)
+    if key is None or not isinstance(block.get(key), str):
+        return block
+    wire = TOOL_CALL_IDS.wire_id(block[key])
+    return block if wire == block[key] else {**block, key: wire}
 
 
 def _sendable(block) -> bool:

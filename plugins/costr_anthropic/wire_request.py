@@ -15,6 +15,7 @@ from costr.conversation import (ChatRequest, Image, Message, ResponseFormat, Tex
                                 ToolCall, ToolChoice, ToolResult)
 from costr.errors import InvalidRequest
 from costr.providers import ModelSpec
+from costr.tool_call_ids import ToolCallIdRule
 
 DEFAULT_MAX_TOKENS = 4096        # when neither the request nor the model names a limit
 MIN_THINKING_BUDGET = 1024       # Anthropic rejects smaller budgets
@@ -27,6 +28,9 @@ MIN_TOP_P_WITH_THINKING = 0.95   # the only top_p values Anthropic accepts while
 # replayed under this key: Anthropic requires `input` to be an object, and dropping the text
 # would hide from the model what it actually sent.
 UNPARSEABLE_ARGUMENTS_KEY = "_raw"
+# Anthropic refuses a tool_use id outside `^[a-zA-Z0-9_-]+$` (it documents no length limit);
+# OpenAI-compatible servers mint ids such as `functions.Bash:0`.
+TOOL_CALL_IDS = ToolCallIdRule(chars="a-zA-Z0-9_-")
 # The first characters of base64 image data, for inline images that came without a media type.
 MEDIA_TYPE_BY_BASE64_PREFIX = {"iVBORw0KGgo": "image/png", "/9j/": "image/jpeg",
                                "R0lGOD": "image/gif", "UklGR": "image/webp"}
@@ -226,7 +230,7 @@ def part_to_wire(part) -> dict | None:
     if isinstance(part, Image):
         return image_to_wire(part)
     if isinstance(part, ToolCall):
-        return {"type": "tool_use", "id": part.id, "name": part.name,
+        return {"type": "tool_use", "id": TOOL_CALL_IDS.wire_id(part.id), "name": part.name,
                 "input": tool_input_to_wire(part.arguments)}
     if isinstance(part, ToolResult):
         return tool_result_to_wire(part)
@@ -279,7 +283,7 @@ def tool_input_to_wire(arguments: str) -> dict:
 
 
 def tool_result_to_wire(result: ToolResult) -> dict:
-    block: dict = {"type": "tool_result", "tool_use_id": result.tool_call_id}
+    block: dict = {"type": "tool_result", "tool_use_id": TOOL_CALL_IDS.wire_id(result.tool_call_id)}
     content = [wire for part in result.content if (wire := part_to_wire(part)) is not None]
     if content:
         block["content"] = content

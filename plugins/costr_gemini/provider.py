@@ -19,6 +19,7 @@ from costr.tool_names import restore_in_events, restore_in_response
 from costr.upstream import Reply, error_from_reply
 
 from .stream import StreamDecoder
+from .thought_signatures import model_tag
 from .wire import TOOL_NAMES, request_to_wire, response_from_wire
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -49,11 +50,12 @@ class GeminiProvider(Provider):
 
     async def complete(self, request: ChatRequest, model: ModelSpec) -> ChatResponse:
         reply = await self._post(model, "generateContent", self.body(request, model))
-        return restore_in_response(response_from_wire(reply.json()), TOOL_NAMES.originals(request))
+        return restore_in_response(response_from_wire(reply.json(), model_tag(model)),
+                                   TOOL_NAMES.originals(request))
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
         url = self.endpoint(model, "streamGenerateContent", sse=True)
-        decoder, names = StreamDecoder(), TOOL_NAMES.originals(request)
+        decoder, names = StreamDecoder(model_tag(model)), TOOL_NAMES.originals(request)
         async with self.http.stream(url, headers=self.headers(),
                                     body=orjson.dumps(self.body(request, model)),
                                     timeouts=self.settings.timeouts,

@@ -1,9 +1,10 @@
 """Gemini's streamed answer (`:streamGenerateContent?alt=sse`) as neutral stream events.
 
 Every SSE data is a whole GenerateContentResponse holding the next parts. Text and thought
-summaries arrive in pieces; a functionCall always arrives whole in one chunk, so its block is
-opened, filled and closed at once. The chunk carrying `finishReason` is the last one and
-carries the final usageMetadata, so the message ends there.
+summaries arrive in pieces; a functionCall always arrives whole in one chunk, with its
+thoughtSignature on the same part, so its block is opened, filled and closed at once. The chunk
+carrying `finishReason` is the last one and carries the final usageMetadata, so the message ends
+there.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from .wire import response_id, stop_reason, tool_call_from_wire, usage_from_wire
 class StreamDecoder:
     """Feed each chunk with `feed`; call `finish` when the upstream stream ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag   # the answering model's (thought_signatures.model_tag), for call ids
         self.started = False
         self.ended = False
         self._next_index = 0
@@ -61,7 +63,7 @@ class StreamDecoder:
     def _part(self, part: dict) -> list[Event]:
         if "functionCall" in part:
             self._saw_tool_call = True
-            call = tool_call_from_wire(part["functionCall"])
+            call = tool_call_from_wire(part, self.tag)  # its id carries the part's signature
             events = self._close()
             index = self._take_index()
             return events + [

@@ -22,6 +22,8 @@ from costr.providers import ModelSpec
 from costr.tool_names import ToolNameRule
 
 from .schema import sanitise_schema
+from .thought_signatures import (call_id_with_signature, model_tag, new_call_id,
+                                 requires_signatures, sign_function_calls, signature_in)
 
 TOOL_NAMES = ToolNameRule(chars="A-Za-z0-9_.:-", first="A-Za-z_")   # what Gemini accepts
 wire_name = TOOL_NAMES.wire_name
@@ -38,7 +40,9 @@ _MAX_STOP_SEQUENCES = 5  # Gemini answers 400 to more
 
 def request_to_wire(request: ChatRequest, model: ModelSpec) -> dict:
     """The generateContent body for `request` sent to `model`."""
-    body: dict[str, Any] = {"contents": contents_to_wire(request.messages)}
+    body: dict[str, Any] = {"contents": contents_to_wire(request.messages, model_tag(model))}
+    if requires_signatures(model):
+        sign_function_calls(body["contents"])
     system = [{"text": part.text} for part in request.system if part.text]
     if system:
         body["systemInstruction"] = {"parts": system}
@@ -52,16 +56,17 @@ def request_to_wire(request: ChatRequest, model: ModelSpec) -> dict:
     return body
 
 
-def contents_to_wire(messages: list[Message]) -> list[dict]:
+def contents_to_wire(messages: list[Message], tag: str = "") -> list[dict]:
     """Messages as Gemini turns, consecutive turns of one role merged (Gemini expects
-    user and model turns to alternate)."""
+    user and model turns to alternate); the calls the model tagged `tag` made carry their
+    thought signatures back."""
     names = {part.id: part.name for message in messages for part in message.parts
              if isinstance(part, ToolCall)}
     contents: list[dict] = []
     for message in messages:
         role = "model" if message.role == "assistant" else "user"
         parts = _parts_to_wire([system_reminder(message)] if message.role == "system"
-                               else message.parts, names)
+                               else message.parts, names, tag)
         if not parts:
             continue
         if contents and contents[-1]["role"] == role:
@@ -71,7 +76,7 @@ def contents_to_wire(messages: list[Message]) -> list[dict]:
     return contents
 
 
-def _parts_to_wire(parts: list, names: dict[str, str]) -> list[dict]:
+def _parts_to_wire(parts: list, names: dict[str, str], tag: str) -> list[dict]:
     # Function responses go first: Gemini pairs them with the calls of the model turn
     # just before, and other parts of the same user message follow them.
     responses: list[dict] = []
@@ -86,10 +91,18 @@ def _parts_to_wire(parts: list, names: dict[str, str]) -> list[dict]:
         elif isinstance(part, Image):
             others.append(_image(part))
         elif isinstance(part, ToolCall):
-            others.append({"functionCall": {"name": wire_name(part.name), "args": _arguments(part)}})
+            others.append(_function_call(part, tag))
         # Thinking is dropped: Gemini cannot take reasoning back, least of all another
-        # provider's, and its own thought signatures have no neutral field yet.
+        # provider's. The signatures Gemini requires back ride in the call ids instead.
     return responses + others
+
+
+def _function_call(call: ToolCall, tag: str) -> dict:
+    part: dict = {"functionCall": {"name": wire_name(call.name), "args": _arguments(call)}}
+    signature = signature_in(call.id, tag)
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
 
 
 def _function_response(result: ToolResult, names: dict[str, str]) -> dict:
@@ -184,8 +197,9 @@ def _thinking_config(request: ChatRequest, model: ModelSpec) -> dict | None:
 
 # ---- Gemini -> neutral --------------------------------------------------------------------
 
-def response_from_wire(body: dict) -> ChatResponse:
-    """A generateContent answer as a ChatResponse (only the first candidate)."""
+def response_from_wire(body: dict, tag: str = "") -> ChatResponse:
+    """A generateContent answer as a ChatResponse (only the first candidate), from the model
+    tagged `tag` (`thought_signatures.model_tag`)."""
     candidates = body.get("candidates") or []
     usage = usage_from_wire(body.get("usageMetadata"))
     response = ChatResponse(id=response_id(body), model=body.get("modelVersion", ""),
@@ -194,17 +208,17 @@ def response_from_wire(body: dict) -> ChatResponse:
     if not candidates:  # the prompt itself was blocked (promptFeedback.blockReason)
         return response
     candidate = candidates[0]
-    response.content = parts_from_wire((candidate.get("content") or {}).get("parts") or [])
+    response.content = parts_from_wire((candidate.get("content") or {}).get("parts") or [], tag)
     has_calls = any(isinstance(p, ToolCall) for p in response.content)
     response.stop_reason = stop_reason(candidate.get("finishReason"), has_calls)
     return response
 
 
-def parts_from_wire(parts: list[dict]) -> list[Text | ToolCall | Thinking]:
+def parts_from_wire(parts: list[dict], tag: str = "") -> list[Text | ToolCall | Thinking]:
     content: list[Text | ToolCall | Thinking] = []
     for part in parts:
         if "functionCall" in part:
-            content.append(tool_call_from_wire(part["functionCall"]))
+            content.append(tool_call_from_wire(part, tag))
         elif part.get("text"):
             kind = Thinking if part.get("thought") else Text
             if content and type(content[-1]) is kind:  # Gemini may split one text in parts
@@ -214,15 +228,14 @@ def parts_from_wire(parts: list[dict]) -> list[Text | ToolCall | Thinking]:
     return content
 
 
-def tool_call_from_wire(call: dict) -> ToolCall:
-    """Gemini gives calls no id unless asked to; neutral calls need one to pair results."""
+def tool_call_from_wire(part: dict, tag: str = "") -> ToolCall:
+    """A functionCall part as a ToolCall. Gemini gives calls no id unless asked to, and neutral
+    calls need one to pair results; the id Costr mints also carries the part's signature."""
+    call = part["functionCall"]
     arguments = orjson.dumps(call.get("args") or {}).decode()
-    return ToolCall(id=call.get("id") or new_call_id(), name=call.get("name", ""),
-                    arguments=arguments)
-
-
-def new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
+    call_id = call_id_with_signature(call.get("id") or new_call_id(), part.get("thoughtSignature"),
+                                     tag)
+    return ToolCall(id=call_id, name=call.get("name", ""), arguments=arguments)
 
 
 def response_id(body: dict) -> str:

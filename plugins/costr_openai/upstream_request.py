@@ -6,11 +6,17 @@ import hashlib
 from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult, text_of
 from costr.providers import ModelSpec
 
-from .chat_request import FORMAT
+from costr.tool_call_ids import ToolCallIdRule
 from costr.tool_names import ToolNameRule
+
+from .chat_request import FORMAT
 
 TOOL_NAMES = ToolNameRule(chars="A-Za-z0-9_-", first="A-Za-z0-9_-")   # what OpenAI accepts
 wire_name = TOOL_NAMES.wire_name
+# OpenAI refuses a tool call id over 40 characters (`string_above_max_length`); ids other
+# providers' answers got, and Costr's own that carry data, run longer.
+TOOL_CALL_IDS = ToolCallIdRule(limit=40)
+wire_id = TOOL_CALL_IDS.wire_id
 
 _EFFORT_BY_BUDGET = ((4096, "high"), (2048, "medium"), (0, "low"))
 MAX_USER_CHARS = 64
@@ -19,6 +25,8 @@ MAX_USER_CHARS = 64
 def request_to_wire(request: ChatRequest, model: ModelSpec, stream: bool) -> dict:
     if request.source_format == FORMAT and request.raw is not None:
         body = dict(request.raw)  # same format: forward what the client sent, fields we don't know included
+        if isinstance(body.get("messages"), list):
+            body["messages"] = _with_wire_ids(body["messages"])
     else:
         body = _translate(request, model)
     body["model"] = model.wire_name
@@ -50,6 +58,22 @@ def _fit_to_model(body: dict, model: ModelSpec) -> None:
         body.pop("parallel_tool_calls", None)
     if body.get("reasoning_effort") and not model.supports("reasoning"):
         body.pop("reasoning_effort")
+
+
+def _with_wire_ids(messages: list) -> list:
+    """The client's messages with each tool call id OpenAI would refuse replaced, in the
+    assistant's calls and the tool messages alike (copies: the client's body is not changed)."""
+    out = []
+    for message in messages:
+        if isinstance(message, dict) and isinstance(message.get("tool_call_id"), str):
+            message = {**message, "tool_call_id": wire_id(message["tool_call_id"])}
+        if isinstance(message, dict) and isinstance(message.get("tool_calls"), list):
+            message = {**message, "tool_calls": [
+                {**call, "id": wire_id(call["id"])}
+                if isinstance(call, dict) and isinstance(call.get("id"), str) else call
+                for call in message["tool_calls"]]}
+        out.append(message)
+    return out
 
 
 def _translate(request: ChatRequest, model: ModelSpec) -> dict:
@@ -100,7 +124,7 @@ def _user_messages(message: Message) -> list[dict]:
             text = "".join(p.text for p in part.content if isinstance(p, Text))
             if part.is_error and not text.startswith("Error"):
                 text = f"Error: {text}"
-            out.append({"role": "tool", "tool_call_id": part.tool_call_id, "content": text})
+            out.append({"role": "tool", "tool_call_id": wire_id(part.tool_call_id), "content": text})
             tool_images += [p for p in part.content if isinstance(p, Image)]
         else:
             rest.append(part)
@@ -129,7 +153,7 @@ def _content(parts: list) -> str | list[dict]:
 def _assistant(message: Message) -> dict:
     # Thinking parts are not replayed: OpenAI-format upstreams do not take them back.
     text = "".join(p.text for p in message.parts if isinstance(p, Text))
-    calls = [{"id": p.id, "type": "function",
+    calls = [{"id": wire_id(p.id), "type": "function",
               "function": {"name": wire_name(p.name), "arguments": p.arguments}}
              for p in message.parts if isinstance(p, ToolCall)]
     out: dict = {"role": "assistant", "content": text or None}
