@@ -1,6 +1,6 @@
 """Run real coding agents (Claude Code, Hermes Agent) through Costr against the fake upstream.
 
-    python tests/agents/run_agents.py [--agent claude-code|hermes|all] [--upstream openai|anthropic|all]
+    python tests/agents/run_agents.py [--agent claude-code|hermes|all] [--upstream openai|anthropic|gemini|all]
                                       [--claude PATH] [--hermes PATH] [--timeout S] [--keep]
                                       [--env NAME=VALUE ...] [--quiet]
 
@@ -36,7 +36,7 @@ from typing import Callable
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from costr.testing import _fake_anthropic, _fake_openai
+from costr.testing import _fake_anthropic, _fake_gemini, _fake_openai
 from costr.testing._fake_answers import Answer, Ask, ToolCall
 from costr.testing import seed_key
 from costr.testing.fake_upstream import FakeUpstream, new_event_loop
@@ -70,7 +70,12 @@ AGENTS = {
         default_paths=["/tmp/hermes-venv/bin/hermes"],
         env={"HERMES_ACCEPT_HOOKS": "1"}),
 }
-WIRE = {"openai": _fake_openai, "anthropic": _fake_anthropic}
+WIRE = {"openai": _fake_openai, "anthropic": _fake_anthropic, "gemini": _fake_gemini}
+# The gemini-type fake is run as Gemini 3, which signs its tool calls and refuses the next step
+# unless each call comes back with its thought signature.
+GEMINI_MODEL = "gemini-3-flash-preview"
+CHAT_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
+              "gemini": f"/v1beta/models/{GEMINI_MODEL}:"}
 
 
 class ToolThenAnswer:
@@ -114,9 +119,11 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
 @contextlib.contextmanager
 def costr_serve(tmp: Path, upstream: str, fake_url: str):
     """`costr serve` on a free port with one provider of type `upstream` pointing at the fake."""
-    base_url = f"{fake_url}/v1" if upstream == "openai" else fake_url
+    base_url = {"openai": f"{fake_url}/v1", "gemini": f"{fake_url}/v1beta"}.get(upstream, fake_url)
+    upstream_name = f"upstream_name: {GEMINI_MODEL}, " if upstream == "gemini" else ""
     models = "\n".join(
-        f"  - {{id: fake-{tier}, provider: fake, tier: {tier}, price: {{input: {i}, output: {o}}}, "
+        f"  - {{id: fake-{tier}, provider: fake, tier: {tier}, {upstream_name}"
+        f"price: {{input: {i}, output: {o}}}, "
         f"context_window: 262144, max_output_tokens: 32000, capabilities: [tools, vision, json_output]}}"
         for tier, i, o in [("budget", 0.1, 0.4), ("standard", 1, 4), ("premium", 5, 20)])
     (tmp / "providers.yaml").write_text(
@@ -314,9 +321,11 @@ def judge(spec, result, received, upstream, secret, called) -> str | None:
 
 
 def asks(received, upstream: str) -> list[Ask]:
-    chat = "/v1/chat/completions" if upstream == "openai" else "/v1/messages"
-    return [WIRE[upstream].read_ask(r.body) for r in received
-            if r.path.split("?")[0] == chat and isinstance(r.body, dict)]
+    chat = CHAT_PATHS[upstream]
+    read = ((lambda body: _fake_gemini.read_ask(body, GEMINI_MODEL)) if upstream == "gemini"
+            else WIRE[upstream].read_ask)
+    return [read(r.body) for r in received
+            if r.path.split("?")[0].startswith(chat) and isinstance(r.body, dict)]
 
 
 def describe(seen: list[dict], received, upstream: str) -> list[str]:
@@ -362,7 +371,7 @@ def find_executable(name: str, given: str | None) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agent", choices=["claude-code", "hermes", "all"], default="all")
-    parser.add_argument("--upstream", choices=["openai", "anthropic", "all"], default="all")
+    parser.add_argument("--upstream", choices=["openai", "anthropic", "gemini", "all"], default="all")
     parser.add_argument("--claude", help="the claude executable (default: PATH, then /tmp/agents)")
     parser.add_argument("--hermes", help="the hermes executable (default: PATH, then /tmp/hermes-venv)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per agent run")
@@ -372,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print the verdicts only")
     args = parser.parse_args(argv)
     names = list(AGENTS) if args.agent == "all" else [args.agent]
-    upstreams = ["openai", "anthropic"] if args.upstream == "all" else [args.upstream]
+    upstreams = ["openai", "anthropic", "gemini"] if args.upstream == "all" else [args.upstream]
     outcomes = []
     for name in names:
         executable = find_executable(name, args.claude if name == "claude-code" else args.hermes)
