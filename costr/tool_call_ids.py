@@ -11,9 +11,10 @@ provider mints ids of its own for new calls.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
+
+from .tool_names import stand_in
 
 _DIGEST_CHARS = 16  # hex digits of the original's hash that end a stand-in
 
@@ -35,8 +36,4 @@ class ToolCallIdRule:
         """`call_id` if the provider accepts it, else its stand-in."""
         if self._valid.fullmatch(call_id):
             return call_id
-        cleaned = re.sub(f"[^{self.chars}]", "_", call_id) if self.chars else call_id
-        if self.limit:
-            cleaned = cleaned[:self.limit - _DIGEST_CHARS - 1]
-        digest = hashlib.sha256(call_id.encode()).hexdigest()[:_DIGEST_CHARS]
-        return f"{cleaned}_{digest}"
+        return stand_in(call_id, self.chars, limit=self.limit, digest=_DIGEST_CHARS)

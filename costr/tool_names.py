@@ -31,15 +31,25 @@ class ToolNameRule:
         """`name` if the provider accepts it, else its stand-in."""
         if self._valid.fullmatch(name):
             return name
-        cleaned = re.sub(f"[^{self.chars}]", "_", name)
-        if not re.match(f"[{self.first}]", cleaned):
-            cleaned = "_" + cleaned
-        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-        return f"{cleaned[:self.limit - 9]}_{digest}"
+        return stand_in(name, self.chars, first=self.first, limit=self.limit, digest=8)
 
     def originals(self, request: ChatRequest) -> dict[str, str]:
         """Stand-in -> original, for the request's tools whose names are replaced."""
         return {wire: t.name for t in request.tools if (wire := self.wire_name(t.name)) != t.name}
+
+
+def stand_in(original: str, chars: str | None, *, first: str | None = None,
+             limit: int | None = None, digest: int = 8) -> str:
+    """What a provider gets in place of a name or id it refuses: `original` with every character
+    outside `chars` (a regex character-class body; None: any) made `_`, led by `_` if its first
+    character is outside `first`, cut to fit `limit` with `digest` hex of its SHA-256 after it.
+    The same original always gives the same stand-in, so no state is kept."""
+    cleaned = re.sub(f"[^{chars}]", "_", original) if chars else original
+    if first and not re.match(f"[{first}]", cleaned):
+        cleaned = "_" + cleaned
+    if limit:
+        cleaned = cleaned[:limit - digest - 1]
+    return f"{cleaned}_{hashlib.sha256(original.encode()).hexdigest()[:digest]}"
 
 
 def restore_in_response(response: ChatResponse, originals: dict[str, str]) -> ChatResponse:

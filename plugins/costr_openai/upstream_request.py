@@ -65,15 +65,24 @@ def _with_wire_ids(messages: list) -> list:
     assistant's calls and the tool messages alike (copies: the client's body is not changed)."""
     out = []
     for message in messages:
-        if isinstance(message, dict) and isinstance(message.get("tool_call_id"), str):
-            message = {**message, "tool_call_id": wire_id(message["tool_call_id"])}
-        if isinstance(message, dict) and isinstance(message.get("tool_calls"), list):
-            message = {**message, "tool_calls": [
-                {**call, "id": wire_id(call["id"])}
-                if isinstance(call, dict) and isinstance(call.get("id"), str) else call
-                for call in message["tool_calls"]]}
+        if isinstance(message, dict):
+            message = _with_wire_id(message, "tool_call_id")
+            calls = message.get("tool_calls")
+            if isinstance(calls, list):
+                wired = [_with_wire_id(call, "id") if isinstance(call, dict) else call
+                         for call in calls]
+                if wired != calls:
+                    message = {**message, "tool_calls": wired}
         out.append(message)
     return out
+
+
+def _with_wire_id(item: dict, key: str) -> dict:
+    """`item` with its id under `key` as OpenAI accepts it (a copy only when that changes it)."""
+    value = item.get(key)
+    if not isinstance(value, str) or (wire := wire_id(value)) == value:
+        return item
+    return {**item, key: wire}
 
 
 def _translate(request: ChatRequest, model: ModelSpec) -> dict:
