@@ -166,14 +166,16 @@ def test_another_models_signature_is_not_sent_the_call_counts_as_unsigned():
     ("gemini-3-pro-preview", True), ("gemini-3-flash", True), ("gemini-3.1-pro-preview", True),
     ("models/gemini-3-flash-preview", True), ("gemini-4-ultra", True), ("gemini-10-pro", True),
     ("gemini-2.5-flash", False), ("gemini-2.0-flash-lite", False), ("gemini-1.5-pro", False),
-    ("gemini-flash-latest", False), ("tunedModels/my-model", False), ("gemini-exp-1206", False),
-    ("gemma-3-27b-it", False)])
+    ("gemini-flash-latest", True), ("gemini-pro-latest", True), ("gemini-flash-lite-latest", True),
+    ("models/gemini-flash-latest", True), ("gemini-1.5-flash-latest", False),
+    ("tunedModels/my-model", False), ("gemini-exp-1206", False), ("gemma-3-27b-it", False)])
 def test_which_models_require_signatures_by_name(name, required):
     assert requires_signatures(gemini(name)) is required
 
 
 def test_a_models_option_in_providers_yaml_wins_over_its_name():
-    assert requires_signatures(gemini("gemini-flash-latest", requires_thought_signatures=True))
+    assert requires_signatures(gemini("gemini-2.5-flash", requires_thought_signatures=True))
+    assert not requires_signatures(gemini("gemini-flash-latest", requires_thought_signatures=False))
     assert not requires_signatures(gemini("gemini-3-pro-preview", requires_thought_signatures=False))
     # Anything but true or false leaves the decision to the name.
     assert requires_signatures(gemini("gemini-3-pro-preview", requires_thought_signatures="no"))

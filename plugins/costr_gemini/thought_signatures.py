@@ -21,7 +21,10 @@ Calls with no signature (made by another provider, or minted before this existed
 model that requires signatures get Google's documented sentinel instead, which tells Gemini
 to skip the check. Whether a model requires them: the model's `options:
 {requires_thought_signatures: true|false}` in providers.yaml when set, else its name
-(`gemini-3` and later do; 2.5 and earlier only sign while thinking, and check nothing).
+(`gemini-3` and later do; 2.5 and earlier only sign while thinking, and check nothing). A
+versionless alias (`gemini-flash-latest`, `gemini-pro-latest`) counts as requiring them: the
+aliases point at Gemini 3 models now and will only move forward, and the sentinel is harmless
+to a model that checks nothing, where a missing signature is a hard 400 to one that does.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ SKIP_VALIDATION = "skip_thought_signature_validator"
 OPTION = "requires_thought_signatures"
 _FIRST_REQUIRING_VERSION = 3
 _VERSION = re.compile(r"(?:^|/)gemini-(\d+)(?:[.-]|$)")
+_LATEST_ALIAS = re.compile(r"(?:^|/)gemini-[a-z-]*latest$")
 
 
 def new_call_id() -> str:
@@ -72,8 +76,11 @@ def requires_signatures(model: ModelSpec) -> bool:
     setting = model.options.get(OPTION)
     if isinstance(setting, bool):
         return setting
-    version = _VERSION.search(model.wire_name.lower())
-    return bool(version) and int(version.group(1)) >= _FIRST_REQUIRING_VERSION
+    name = model.wire_name.lower()
+    version = _VERSION.search(name)
+    if version is None:
+        return bool(_LATEST_ALIAS.search(name))
+    return int(version.group(1)) >= _FIRST_REQUIRING_VERSION
 
 
 def sign_function_calls(contents: list[dict]) -> None:
