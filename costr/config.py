@@ -1,7 +1,8 @@
 """Reading and validating providers.yaml and routing_policies/*.yaml.
 
 Pydantic checks each file's shape (`extra="forbid"`, so an operator's typo is caught); then
-cross-references are checked. Every problem is reported as `file:line: key.path: reason`.
+cross-references are checked, and, given the installed plugins, what only they can check
+(config_checks). Every problem is reported as `file:line: key.path: reason`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .confidence import check_table
+from .config_checks import check_with_plugins
 from .errors import ConfigError
+from .plugin_options import dotted_key
 from .providers import ModelSpec, Price, ProviderSettings
 from .upstream import Timeouts
 
@@ -138,10 +141,11 @@ def load_config(providers_path: str | os.PathLike, policies_dir: str | os.PathLi
     policies = _load_policies(policies_dir, problems)
     if parsed is None:
         raise ConfigError(problems)
-    _check_references(parsed, policies, providers_path, lines, registry, problems)
+    providers = _provider_settings(parsed, environ)
+    _check_references(parsed, providers, policies, providers_path, lines, registry, problems)
     if problems:
         raise ConfigError(problems)
-    return _build(parsed, policies, environ, [providers_path, policies_dir])
+    return _build(parsed, providers, policies, [providers_path, policies_dir])
 
 
 def _read_yaml(path: Path, problems: list[str]) -> tuple[Any, dict]:
@@ -186,10 +190,7 @@ def _where(path: Path, lines: dict, loc: tuple) -> str:
 
 
 def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
+    return dotted_key(loc) or "(top level)"
 
 
 def _validate(schema, raw, path: Path, lines: dict, problems: list[str]):
@@ -222,8 +223,9 @@ def _load_policies(directory: Path, problems: list[str]) -> dict[str, tuple[Poli
     return policies
 
 
-def _check_references(parsed: ProvidersFile, policies: dict, path: Path, lines: dict,
-                      registry, problems: list[str]) -> None:
+def _check_references(parsed: ProvidersFile, providers: dict[str, ProviderSettings],
+                      policies: dict, path: Path, lines: dict, registry,
+                      problems: list[str]) -> None:
     def report(loc: tuple, reason: str) -> None:
         problems.append(f"{_where(path, lines, loc)}: {_dotted(loc)}: {reason}")
 
@@ -266,6 +268,7 @@ def _check_references(parsed: ProvidersFile, policies: dict, path: Path, lines: 
             registry.policy_types[policy.type](name, policy.model_extra or {}, parsed.tiers)
         except (ValueError, TypeError, KeyError) as exc:
             problems.append(_policy_problem(ppath, plines, str(exc)))
+    check_with_plugins(parsed, providers, registry, report)
 
 
 def _check_confidence(routing: RoutingEntry, report) -> None:
@@ -304,8 +307,8 @@ def _policy_problem(path: Path, lines: dict, message: str) -> str:
     return f"{_where(path, lines, ())}: (top level): {message}"
 
 
-def _build(parsed: ProvidersFile, policies: dict, environ, sources: list[Path]) -> Config:
-    providers = {
+def _provider_settings(parsed: ProvidersFile, environ) -> dict[str, ProviderSettings]:
+    return {
         name: ProviderSettings(
             name=name, type=e.type, base_url=e.base_url.rstrip("/") if e.base_url else None,
             api_key=environ.get(e.api_key_env) or None if e.api_key_env else None,
@@ -313,6 +316,10 @@ def _build(parsed: ProvidersFile, policies: dict, environ, sources: list[Path]) 
             timeouts=Timeouts(e.timeouts.connect, e.timeouts.read))
         for name, e in parsed.providers.items()
     }
+
+
+def _build(parsed: ProvidersFile, providers: dict[str, ProviderSettings], policies: dict,
+           sources: list[Path]) -> Config:
     models = {m.id: ModelSpec(
         id=m.id, provider=m.provider, tier=m.tier,
         price=Price(m.price.input, m.price.output, m.price.cached_input, m.price.cache_write),

@@ -7,8 +7,9 @@ neutral `ChatRequest` for its upstream and decodes the answer back (costr.conver
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, ClassVar
 
 from .conversation import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Frame
 from .errors import InvalidRequest
@@ -62,6 +63,13 @@ class Provider:
     """Base class for providers; subclasses override what their upstream offers."""
 
     wire_format: str = ""  # e.g. "openai-chat"; matches an ApiFormat name for passthrough
+    # The options this type reads from a provider entry's `options:` and from each of its
+    # models' `options:` in providers.yaml: option name -> type annotation, checked with
+    # pydantic (costr.plugin_options). Declared, an unknown key or a value of the wrong type is
+    # reported at its line by `costr check`, at start and on reload, instead of being ignored.
+    # None, the default, says nothing, and anything is accepted.
+    provider_options: ClassVar[Mapping[str, Any] | None] = None
+    model_options: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, settings: ProviderSettings, http: Upstream):
         self.settings = settings
@@ -87,5 +95,8 @@ class Provider:
         return None
 
     def check_settings(self) -> list[str]:
-        """Problems with this provider's settings (reported by `costr check`)."""
+        """Problems with this provider's settings that its declared options cannot express
+        (a base URL for the wrong API, say). `costr check`, start-up and reloads report each
+        at `providers.NAME` and refuse the configuration. An unset API key is not one: Costr
+        leaves such a provider out of routing and says so itself."""
         return []

@@ -127,15 +127,18 @@ def test_a_renamed_budget_model_is_routed_to_after_reload(client, files, fake):
     assert fake.requests[-1].body["model"] == "fake-nano"
 
 
-@pytest.mark.parametrize("broken,complaint", [
-    ("tiers: [budget, standard\nbaseline: fake-large\n", "not valid YAML"),
-    (None, "prcie"),  # an unknown key: the pool with `price` misspelled once
-], ids=["invalid-yaml", "unknown-key"])
-def test_a_broken_edit_keeps_the_last_good_config(client, files, fake, caplog, broken, complaint):
+@pytest.mark.parametrize("break_pool,complaint", [
+    (lambda good: "tiers: [budget, standard\nbaseline: fake-large\n", "not valid YAML"),
+    (lambda good: good.replace("price:", "prcie:", 1), "prcie"),  # an unknown key
+    (lambda good: good.replace("context_window: 128000}", "context_window: 128000, "
+                               "options: {max_token_field: max_tokens}}", 1),
+     "max_token_field: unknown option"),  # an option the provider type does not read
+], ids=["invalid-yaml", "unknown-key", "unknown-option"])
+def test_a_broken_edit_keeps_the_last_good_config(client, files, fake, caplog, break_pool,
+                                                  complaint):
     log = ReloadLog(caplog)
     before_ids = model_ids(client)
-    if broken is None:
-        broken = pool(fake, budget="fake-nano").replace("price:", "prcie:", 1)
+    broken = break_pool(pool(fake, budget="fake-nano"))
     rejections = log.count("not reloaded")
     replace_file(files[0], broken)
     message = log.wait_for_rejection(rejections)

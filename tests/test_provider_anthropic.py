@@ -8,6 +8,8 @@ import json
 import orjson
 import pytest
 
+from conftest import write_config
+from costr.cli import main
 from costr.conversation import (
     BlockStart, BlockStop, ChatRequest, Image, Message, MessageEnd, MessageStart, ResponseFormat,
     StreamFailure, Text, TextDelta, Thinking, ThinkingDelta, Tool, ToolArgumentsDelta, ToolCall,
@@ -109,12 +111,26 @@ def test_plugin_registers_the_anthropic_provider_type():
     assert AnthropicProvider.wire_format == "anthropic-messages"
 
 
-def test_check_settings_names_the_missing_key():
-    bare = ProviderSettings(name="claude", type="anthropic", base_url=None, api_key=None,
-                            api_key_env="ANTHROPIC_API_KEY")
-    assert AnthropicProvider(bare, None).check_settings() == [
-        "provider claude: no API key (set ANTHROPIC_API_KEY)"]
-    assert AnthropicProvider(SETTINGS, None).check_settings() == []
+KEYLESS_POOL = """\
+tiers: [budget, standard, premium]
+baseline: claude-haiku-4-5
+providers:
+  claude: {type: anthropic, api_key_env: COSTR_TEST_UNSET_ANTHROPIC_KEY}
+models:
+  - {id: claude-haiku-4-5, provider: claude, tier: budget, price: {input: 1, output: 5},
+     context_window: 200000}
+"""
+
+
+def test_a_missing_key_leaves_the_config_valid_with_a_note(tmp_path, capsys, monkeypatch):
+    # Costr leaves a provider without its key out of routing and says so; the provider type
+    # does not also refuse the configuration for it.
+    monkeypatch.delenv("COSTR_TEST_UNSET_ANTHROPIC_KEY", raising=False)
+    providers, policies = write_config(tmp_path, KEYLESS_POOL)
+    assert main(["check", "--providers", str(providers), "--policies", str(policies)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.splitlines()[1:] == [
+        "note: provider claude is left out of routing until COSTR_TEST_UNSET_ANTHROPIC_KEY is set."]
 
 
 # ---- complete() against recorded exchanges -------------------------------------------------------

@@ -9,12 +9,16 @@ from pathlib import Path
 import orjson
 import pytest
 
+from conftest import write_config
+from costr.config import load_config
 from costr.conversation import (
     BlockStart, BlockStop, ChatRequest, EmbeddingRequest, Image, Message, MessageEnd,
     MessageStart, ResponseFormat, StreamFailure, Text, TextDelta, Thinking, ThinkingDelta, Tool,
     ToolArgumentsDelta, ToolCall, ToolChoice, ToolResult,
 )
 from costr.errors import InvalidRequest, UpstreamError
+from costr.live_config import LiveConfig
+from costr.plugins import collect as collect_plugins, make_plugin_manager
 from costr.providers import ModelSpec, Price, ProviderSettings
 from costr.testing import use_cassette
 from costr.upstream import Reply, Upstream
@@ -326,14 +330,25 @@ def test_api_key_goes_in_a_header_and_never_in_the_url():
     assert stream_url.endswith("/models/gemini-2.0-flash-lite:streamGenerateContent?alt=sse")
 
 
-def test_no_api_key_is_reported_by_check_settings():
-    keyless = ProviderSettings(name="google", type="gemini", base_url=None, api_key=None,
-                               api_key_env="GEMINI_API_KEY")
-    provider = GeminiProvider(keyless, http=None)
-    assert provider.check_settings() == ["provider 'google': no Gemini API key ($GEMINI_API_KEY is not set)"]
+KEYLESS_POOL = """\
+tiers: [budget, standard, premium]
+baseline: gemini-2.5-flash
+providers:
+  google: {type: gemini, api_key_env: COSTR_TEST_UNSET_GEMINI_KEY}
+models:
+  - {id: gemini-2.5-flash, provider: google, tier: budget, price: {input: 0.3, output: 2.5},
+     context_window: 1048576}
+"""
+
+
+def test_no_api_key_leaves_the_config_valid_and_the_provider_out_of_routing(tmp_path):
+    registry = collect_plugins(make_plugin_manager())
+    config = load_config(*write_config(tmp_path, KEYLESS_POOL), registry, environ={})
+    assert config.missing_credentials() == {"google": "COSTR_TEST_UNSET_GEMINI_KEY"}
+    assert LiveConfig.build(config, registry, http=None).usable == frozenset()
+    provider = GeminiProvider(config.providers["google"], http=None)
     assert "x-goog-api-key" not in provider.headers()
     assert provider.endpoint(FLASH, "countTokens").startswith("https://generativelanguage.googleapis.com/v1beta/")
-    assert GeminiProvider(SETTINGS, http=None).check_settings() == []
 
 
 def test_plugin_registers_the_gemini_type():

@@ -1,7 +1,7 @@
 """The `anthropic` provider type: calls Anthropic's Messages API."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import AsyncIterator, Literal
 
 import orjson
 
@@ -22,6 +22,10 @@ COUNT_TOKENS_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "t
 
 class AnthropicProvider(Provider):
     wire_format = WIRE_FORMAT
+    provider_options = {"version": str}   # the anthropic-version header (DEFAULT_API_VERSION)
+    # adaptive: the model takes adaptive thinking (Claude 4.6 on); enabled, the same as leaving
+    # it out: a thinking budget (Anthropic's names for the two).
+    model_options = {"thinking": Literal["adaptive", "enabled"]}
 
     async def complete(self, request: ChatRequest, model: ModelSpec) -> ChatResponse:
         body, headers = self._request(request, model, stream=False)
@@ -64,12 +68,6 @@ class AnthropicProvider(Provider):
             return int(reply.json()["input_tokens"])
         except Exception:  # a count that fails only means Costr estimates instead
             return None
-
-    def check_settings(self) -> list[str]:
-        if self.settings.api_key:
-            return []
-        where = self.settings.api_key_env or "api_key_env"
-        return [f"provider {self.name}: no API key (set {where})"]
 
     def _request(self, request: ChatRequest, model: ModelSpec, *,
                  stream: bool) -> tuple[dict, dict[str, str]]:

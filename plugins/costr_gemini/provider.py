@@ -19,7 +19,7 @@ from costr.tool_names import restore_in_events, restore_in_response
 from costr.upstream import Reply, error_from_reply
 
 from .stream import StreamDecoder
-from .thought_signatures import model_tag
+from .thought_signatures import OPTION as REQUIRES_SIGNATURES, model_tag
 from .wire import TOOL_NAMES, request_to_wire, response_from_wire
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -28,6 +28,8 @@ _EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests
 
 class GeminiProvider(Provider):
     wire_format = "gemini"
+    provider_options = {}
+    model_options = {REQUIRES_SIGNATURES: bool}   # default: by the model's name
 
     def endpoint(self, model: ModelSpec, method: str, *, sse: bool = False) -> str:
         """The URL of `method` (generateContent, countTokens, ...) for `model`."""
@@ -119,12 +121,6 @@ class GeminiProvider(Provider):
             return int(reply.json()["totalTokens"])
         except (CostrError, KeyError, TypeError, ValueError):
             return None  # the caller estimates instead
-
-    def check_settings(self) -> list[str]:
-        if self.settings.api_key:
-            return []
-        source = f"${self.settings.api_key_env}" if self.settings.api_key_env else "api_key_env"
-        return [f"provider {self.name!r}: no Gemini API key ({source} is not set)"]
 
     async def _post(self, model: ModelSpec, method: str, body: dict) -> Reply:
         return await self.http.request("POST", self.endpoint(model, method),

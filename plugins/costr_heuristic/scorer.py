@@ -9,7 +9,10 @@ import math
 import re
 
 from costr.conversation import ChatRequest
+from costr.plugin_options import check_options
 from costr.scoring import Complexity, user_ask
+
+OPTIONS = {"bias": float}   # routing.scorer_options; bias shifts every score (logit space)
 
 _REASONING = re.compile(
     r"\b(prove|proof|derive|theorem|lemma|optimi[sz]e|algorithm|complexity|architect\w*|design"
@@ -26,7 +29,9 @@ _CONSTRAINT = re.compile(r"\b(must|should|ensure|without|at least|at most|exactl
 
 class HeuristicScorer:
     def __init__(self, options: dict | None = None):
-        self.bias = float((options or {}).get("bias", -1.6))
+        options = options or {}
+        check_options(options, OPTIONS, "scorer 'heuristic'")
+        self.bias = float(options.get("bias", -1.6))
 
     def score(self, request: ChatRequest) -> Complexity:
         ask = user_ask(request)

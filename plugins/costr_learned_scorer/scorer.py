@@ -6,11 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from costr.conversation import ChatRequest, Message
+from costr.plugin_options import check_options
 from costr.scoring import Complexity, user_ask
 
 from .model import LinearModel
 
 DEFAULT_MODEL = Path(__file__).with_name("default_model.json.gz")
+OPTIONS = {"model": str}   # routing.scorer_options: a file `costr train-scorer` wrote
 EARLIER = 2   # earlier user asks a follow-up is judged with (see LinearModel.follow)
 
 # Greetings and acknowledgements are absent from benchmark data, so the model has no view on
@@ -24,6 +26,19 @@ _SMALL_TALK = re.compile(r"^\s*(hi|hello|hey|thanks|thank you|ping)\s*[.!?]*\s*$
 @lru_cache(maxsize=8)
 def _load(path: str, mtime_ns: int) -> LinearModel:
     return LinearModel.load(path)   # once per file version, however often the config reloads
+
+
+def read_model(path: Path) -> LinearModel:
+    """The model in `path`. A file that cannot be read or is not a model is a ValueError naming
+    the option, which `costr check`, start-up and reloads report at its line, not a traceback."""
+    try:
+        return _load(str(path), path.stat().st_mtime_ns)
+    except OSError as exc:   # missing, unreadable, or not gzip
+        reason = exc.strerror or str(exc)
+    except (ValueError, KeyError, TypeError, EOFError) as exc:   # not a model file, or cut short
+        reason = str(exc).removeprefix(f"{path}: ")
+        reason = f"missing {reason}" if isinstance(exc, KeyError) else reason
+    raise ValueError(f"model: cannot read {path}: {reason}")
 
 
 def earlier_asks(messages: list[Message], limit: int = EARLIER) -> list[str]:
@@ -64,9 +79,9 @@ def score_asks(model: LinearModel, ask: str, earlier: list[str]) -> tuple[float,
 
 class LearnedScorer:
     def __init__(self, options: dict | None = None):
-        path = (options or {}).get("model") or DEFAULT_MODEL
-        path = Path(path).expanduser().resolve()
-        self.model = _load(str(path), path.stat().st_mtime_ns)
+        options = options or {}
+        check_options(options, OPTIONS, "scorer 'learned'")
+        self.model = read_model(Path(options.get("model") or DEFAULT_MODEL).expanduser().resolve())
         # SHA-256 of the data the model was trained on: `costr eval` warns that figures on
         # that very data are in-sample.
         self.trained_on = frozenset(self.model.meta.get("data_sha256") or ())

@@ -2,7 +2,7 @@
 (vLLM, Ollama, llama.cpp, DeepSeek, Groq, ...)."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import AsyncIterator, Literal
 
 import orjson
 
@@ -21,6 +21,11 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 class OpenAIProvider(Provider):
     wire_format = FORMAT
+    provider_options = {}
+    model_options = {   # see upstream_request._fit_to_model
+        "max_tokens_field": Literal["max_tokens", "max_completion_tokens"],
+        "unsupported_params": list[str],   # body fields this server refuses, dropped
+    }
 
     @property
     def base_url(self) -> str:

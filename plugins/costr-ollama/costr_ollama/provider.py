@@ -20,6 +20,10 @@ class OllamaProvider(Provider):
     model options on every request (e.g. `num_ctx: 8192`, `keep_alive: 10m`)."""
 
     wire_format = RAW_FORMAT  # "ollama": no client speaks it, so never passthrough
+    # A provider's options are Ollama's own model options (num_ctx, num_gpu, ...) and
+    # keep_alive, passed on as written: Ollama knows them all, so this type accepts any.
+    provider_options = None
+    model_options = {}   # a model entry's options: this type reads none
 
     async def complete(self, request: ChatRequest, model: ModelSpec) -> ChatResponse:
         reply = await self.http.request("POST", self._url("/api/chat"), headers=self._headers(),
