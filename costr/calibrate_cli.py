@@ -2,8 +2,9 @@
 fit the confidence table, on labelled prompts routed exactly as `costr eval` routes them.
 
 Per policy with a target (share of the strong model's quality to keep on every dataset): the
-budget tier's upper threshold is the highest that keeps the target with the chosen assurance on a
-fresh sample of the data's size (costr/calibration.py). The data has two models a prompt, the
+budget tier's upper threshold is the highest that keeps the target with the chosen assurance on
+fresh samples of the data's size (costr/calibration.py), and where the scorer reports each ask's
+form, every form gets its own (costr/form_calibration.py). The data has two models a prompt, the
 cheapest tier standing for the weak one and every higher tier for the strong one, so where the
 top tier starts cannot be measured; by rule it starts where the policy's premium share of the
 hardest prompts begins (each dataset weighted equally), and tiers between are spaced evenly.
@@ -18,11 +19,11 @@ import time
 from pathlib import Path
 from statistics import NormalDist
 
-from .calibration import (choose_threshold, half_split_study, points_at, split_halves, sweep,
-                          upper_quantile)
-from .calibration_files import (CannotEdit, confidence_lines, set_policy_thresholds,
-                                set_routing_confidence, thresholds_line)
+from .calibration import choose_threshold, half_split_study, split_halves, sweep, upper_quantile
+from .calibration_files import (CannotEdit, confidence_lines, form_thresholds_line,
+                                set_policy_thresholds, set_routing_confidence, thresholds_line)
 from .confidence import budget_suffices_points, fit_table, format_reliability, table_reliability
+from .form_calibration import choose_form_thresholds, form_points
 from .eval_cli import (EvalError, add_labelled_data_arguments, load_prices, offline_live_config,
                        route_records, split_datasets)
 from .given_scores import ScoresError, in_sample_warning, load_given_scores
@@ -48,8 +49,8 @@ def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
                    help="share of the hardest prompts a policy sends to the top tier (defaults: "
                    + ", ".join(f"{k}={v}" for k, v in DEFAULT_PREMIUM_SHARES.items()) + ")")
     p.add_argument("--assurance", type=float, default=0.95, metavar="P",
-                   help="probability, per dataset, that a fresh sample of the data's size keeps "
-                   "the target (default 0.95; 0.5 for no margin)")
+                   help="probability that fresh samples of the data's size keep the target on "
+                   "every dataset at once (default 0.95; 0.5 for no margin)")
     p.add_argument("--splits", type=int, default=50, metavar="N",
                    help="random half splits for the held-out check (default 50)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the random halves (default 0)")
@@ -120,18 +121,26 @@ def calibrate(groups: dict, tiers: list[str], targets: dict[str, float],
               shares: dict[str, float], assurance: float, splits: int, seed: int) -> dict:
     """Thresholds, their points and the half-split study per policy, and the confidence table
     with its reliability in-sample and on a held-out half."""
-    z = NormalDist().inv_cdf(assurance)
+    # Every dataset must keep the target, and with thresholds per form every dataset can be at
+    # its margin at once, so the assurance is for all of them together: each gets P^(1/k).
+    z = NormalDist().inv_cdf(assurance ** (1 / len(groups)))
     cuts = sweep(groups)
     firsts = {name: choose_threshold(cuts, target, z) for name, target in targets.items()}
+    by_form = {name: choose_form_thresholds(groups, targets[name], z, first)
+               for name, first in firsts.items()}
     policies = {}
     for name, first in firsts.items():
         top = max(first, upper_quantile(groups, shares.get(name, 0.0)))
+        own = by_form[name]
         policies[name] = {
             "target": targets[name], "premium_share": shares.get(name),
             "thresholds": tier_thresholds(tiers, first, top),
-            "points": points_at(groups, first),
-            "top_share": {d: sum(p.score >= top for p in ps) / len(ps) for d, ps in groups.items()}}
-    study = half_split_study(groups, firsts, targets, z, splits, seed) if splits else {}
+            "form_thresholds": _form_thresholds(tiers, first, top, own),
+            "points": form_points(groups, first, own),
+            "top_share": {d: sum(p.score >= max(top, own.get(p.form, 0.0)) for p in ps) / len(ps)
+                          for d, ps in groups.items()}}
+    study = (half_split_study(groups, firsts, targets, z, splits, seed, by_form)
+             if splits else {})
     for name, found in study.items():
         policies[name]["study"] = found
     points = budget_suffices_points(groups)
@@ -148,6 +157,27 @@ def calibrate(groups: dict, tiers: list[str], targets: dict[str, float],
             "held_out": table_reliability(*half_table, held_points),
             "held_out_by_dataset": {d: table_reliability(*half_table, budget_suffices_points(
                 {d: ps})) for d, ps in held_half.items()}}}
+
+
+def _form_thresholds(tiers: list[str], first: float, top: float,
+                     by_form: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Each form's thresholds where they differ from the common ones (a form's first step above
+    the top tier's start moves that start up with it)."""
+    common = tier_thresholds(tiers, first, top)
+    out = {}
+    for form, value in by_form.items():
+        own = tier_thresholds(tiers, value, max(value, top))
+        differ = {t: v for t, v in own.items() if v != common[t]}
+        if differ:
+            out[form] = differ
+    return out
+
+
+def _policy_lines(p: dict) -> str:
+    lines = thresholds_line(p["thresholds"])
+    if p["form_thresholds"]:
+        lines += "\n  " + form_thresholds_line(p["form_thresholds"])
+    return lines
 
 
 def tier_thresholds(tiers: list[str], first: float, top: float) -> dict[str, float]:
@@ -169,18 +199,26 @@ def format_result(result: dict, data: str, scorer: str, tiers: list[str]) -> str
            "",
            f"{tiers[1]} starts at the highest threshold that keeps the target share of the strong "
            "model's quality on",
-           f"every dataset with {_pct(result['assurance'], 0)} assurance on a fresh sample of its "
-           f"size: kept - {z:.3f} x sqrt(2) x SE >= target",
+           f"every dataset, with {_pct(result['assurance'], 0)} assurance that fresh samples of "
+           f"their sizes all keep it ({_pct(NormalDist().cdf(z))} each):",
+           f"kept - {z:.3f} x sqrt(2) x SE >= target",
            "(SE by the delta method; the bound column)."]
+    if any(p["form_thresholds"] for p in result["policies"].values()):
+        out += ["The scorer reports each ask's form, so each form gets its own threshold: "
+                "together they keep the",
+                "same target on every dataset, with the largest mean savings "
+                "(costr/form_calibration.py)."]
     if len(tiers) > 2:
         out += [f"Two-model data cannot place {tiers[-1]}: by rule it starts where the policy's "
                 "premium share of the",
                 "hardest prompts begins (each dataset weighted equally)."]
     for name, p in result["policies"].items():
         share = "" if p["premium_share"] is None else f", premium share {_pct(p['premium_share'], 0)}"
-        out += ["", f"{name}: target {_pct(p['target'], 0)}{share}; {thresholds_line(p['thresholds'])}",
-                f"  {'dataset':<12}{'strong share':>13}{tiers[-1]:>10}{'quality kept':>14}"
-                f"{'bound':>8}{'savings':>9}   SD between halves (predicted)"]
+        out += ["", f"{name}: target {_pct(p['target'], 0)}{share}; {thresholds_line(p['thresholds'])}"]
+        if p["form_thresholds"]:
+            out.append(f"  per form of ask: {form_thresholds_line(p['form_thresholds'])}")
+        out.append(f"  {'dataset':<12}{'strong share':>13}{tiers[-1]:>10}{'quality kept':>14}"
+                   f"{'bound':>8}{'savings':>9}   SD between halves (predicted)")
         study = p.get("study")
         for d, point in p["points"].items():
             spread = "" if study is None else (f"   {_pct(study['sd_between_halves'][d], 2)} "
@@ -210,7 +248,7 @@ def format_result(result: dict, data: str, scorer: str, tiers: list[str]) -> str
 def _show(result: dict, scorer: str) -> int:
     print("\nTo apply (or rerun with --write): in each routing_policies/NAME.yaml")
     for name, p in result["policies"].items():
-        print(f"  {name}: {thresholds_line(p['thresholds'])}")
+        print(f"  {name}: {_policy_lines(p)}")
     print("and under routing: in providers.yaml")
     c = result["confidence"]
     print("".join(confidence_lines(scorer, c["scores"], c["budget_suffices"])), end="")
@@ -223,8 +261,9 @@ def _write(result: dict, scorer: str, args) -> int:
     status = 0
     print()
     policy_files = {p.stem: p for p in sorted(Path(args.policies).glob("*.y*ml"))}
-    edits = [(policy_files[name], lambda text, t=p["thresholds"]: set_policy_thresholds(text, t),
-              thresholds_line(p["thresholds"])) for name, p in result["policies"].items()]
+    edits = [(policy_files[name], lambda text, p=p: set_policy_thresholds(
+                  text, p["thresholds"], p["form_thresholds"]),
+              _policy_lines(p)) for name, p in result["policies"].items()]
     c = result["confidence"]
     edits.append((Path(args.providers), lambda text: set_routing_confidence(
         text, scorer, c["scores"], c["budget_suffices"]),

@@ -146,11 +146,15 @@ def split_halves(groups: dict[str, list[Prompt]], rng: random.Random):
 
 def half_split_study(groups: dict[str, list[Prompt]], thresholds: dict[str, float],
                      targets: dict[str, float], z: float, splits: int = 20,
-                     seed: int = 0) -> dict[str, dict]:
+                     seed: int = 0, by_form: dict[str, dict[str, float]] | None = None
+                     ) -> dict[str, dict]:
     """Per policy: how much quality kept at its threshold differs between random halves (the
     standard deviation of half A - half B per dataset, beside the 2 * SE the delta method
     predicts for halves), and how often the whole rule, applied to half A, keeps the target on
-    every dataset of half B (the held-out check, `held` of `splits`)."""
+    every dataset of half B (the held-out check, `held` of `splits`). With `by_form` (policy ->
+    its thresholds per form), the rule includes choosing those on half A too."""
+    from .form_calibration import choose_form_thresholds, form_points
+    by_form = by_form or {}
     rng = random.Random(seed)
     diffs = {name: {d: [] for d in groups} for name in thresholds}
     held = {name: 0 for name in thresholds}
@@ -159,14 +163,17 @@ def half_split_study(groups: dict[str, list[Prompt]], thresholds: dict[str, floa
         a, b = split_halves(groups, rng)
         cuts = sweep(a)
         for name, threshold in thresholds.items():
-            pa, pb = points_at(a, threshold), points_at(b, threshold)
+            own = by_form.get(name) or {}
+            pa, pb = form_points(a, threshold, own), form_points(b, threshold, own)
             for d in groups:
                 diffs[name][d].append(pa[d].kept - pb[d].kept)
-            chosen = points_at(b, choose_threshold(cuts, targets[name], z))
+            common = choose_threshold(cuts, targets[name], z)
+            forms = choose_form_thresholds(a, targets[name], z, common) if own else {}
+            chosen = form_points(b, common, forms)
             held[name] += all(p.kept >= targets[name] - 1e-12 for p in chosen.values())
             for d, p in chosen.items():
                 worst[name][d] = min(worst[name][d], p.kept)
-    full = {name: points_at(groups, t) for name, t in thresholds.items()}
+    full = {name: form_points(groups, t, by_form.get(name) or {}) for name, t in thresholds.items()}
     return {name: {"splits": splits, "held": held[name], "worst_kept": worst[name],
                    "sd_between_halves": {d: _sd(v) for d, v in diffs[name].items()},
                    "predicted_sd": {d: 2 * full[name][d].se for d in groups}}

@@ -24,27 +24,45 @@ def _key(name: str) -> str:
 
 
 def thresholds_line(thresholds: dict[str, float]) -> str:
-    pairs = ", ".join(f"{_key(t)}: {yaml_number(v)}" for t, v in thresholds.items())
-    return f"thresholds: {{{pairs}}}"
+    return f"thresholds: {_flow_mapping(thresholds)}"
 
 
-def set_policy_thresholds(text: str, thresholds: dict[str, float]) -> str:
+def form_thresholds_line(by_form: dict[str, dict[str, float]]) -> str:
+    pairs = ", ".join(f"{_key(form)}: {_flow_mapping(own)}" for form, own in by_form.items())
+    return f"form_thresholds: {{{pairs}}}"
+
+
+def _flow_mapping(thresholds: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{_key(t)}: {yaml_number(v)}" for t, v in thresholds.items()) + "}"
+
+
+def set_policy_thresholds(text: str, thresholds: dict[str, float],
+                          by_form: dict[str, dict[str, float]] | None = None) -> str:
     """`text` of a policy file with its top-level `thresholds:` replaced by one flow-style line
-    (a comment after the old value is kept), or appended when there was none."""
-    lines = text.splitlines(keepends=True)
-    new = thresholds_line(thresholds)
-    at = next((i for i, line in enumerate(lines) if re.match(r"thresholds\s*:", line)), None)
-    if at is None:
-        out = text + ("" if not text or text.endswith("\n") else "\n") + new + "\n"
-    else:
-        comment = re.search(r"(^|\s)#.*$", lines[at].rstrip("\n").split(":", 1)[1])
-        tail = "   " + comment.group(0).strip() if comment else ""
-        end = at + 1
-        while end < len(lines) and lines[end][:1] in (" ", "\t"):
-            end += 1   # a block mapping's entries or a flow mapping's continuation
-        out = "".join(lines[:at]) + new + tail + "\n" + "".join(lines[end:])
-    _same_but(text, out, ("thresholds",), thresholds)
+    (a comment after the old value is kept), or appended when there was none; and likewise its
+    `form_thresholds:`, which is removed when `by_form` is empty."""
+    out = _set_line(text, "thresholds", thresholds_line(thresholds))
+    out = _set_line(out, "form_thresholds", form_thresholds_line(by_form) if by_form else None)
+    _reads_as(text, out, {"thresholds": thresholds, "form_thresholds": by_form or None})
     return out
+
+
+def _set_line(text: str, key: str, new: str | None) -> str:
+    """`text` with the top-level `key:` (and a block value under it) replaced by the line `new`,
+    appended when absent, or removed when `new` is None."""
+    lines = text.splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if re.match(rf"{key}\s*:", line)), None)
+    if at is None:
+        if new is None:
+            return text
+        return text + ("" if not text or text.endswith("\n") else "\n") + new + "\n"
+    comment = re.search(r"(^|\s)#.*$", lines[at].rstrip("\n").split(":", 1)[1])
+    tail = "   " + comment.group(0).strip() if comment else ""
+    end = at + 1
+    while end < len(lines) and lines[end][:1] in (" ", "\t"):
+        end += 1   # a block mapping's entries or a flow mapping's continuation
+    middle = "" if new is None else new + tail + "\n"
+    return "".join(lines[:at]) + middle + "".join(lines[end:])
 
 
 def confidence_lines(scorer: str, scores: list[float], values: list[float],
@@ -103,6 +121,21 @@ def set_routing_confidence(text: str, scorer: str, scores: list[float],
                   + lines[at + drop:])
     _same_but(text, out, ("routing", "confidence"), table)
     return out
+
+
+def _reads_as(before: str, after: str, changes: dict) -> None:
+    """Raise CannotEdit unless `after` reads as `before` with each top-level key of `changes`
+    set to its value (removed where the value is None)."""
+    try:
+        old, new = yaml.safe_load(before) or {}, yaml.safe_load(after)
+    except yaml.YAMLError as exc:
+        raise CannotEdit(f"the edit would not be valid YAML: {exc}") from None
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        raise CannotEdit("expected a mapping at the top level")
+    expected = {k: v for k, v in old.items() if k not in changes or changes[k] is not None}
+    expected.update({k: v for k, v in changes.items() if v is not None})
+    if new != expected:
+        raise CannotEdit("the edit would change more than " + " and ".join(changes))
 
 
 def _same_but(before: str, after: str, path: tuple[str, ...], value) -> None:

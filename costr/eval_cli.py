@@ -49,6 +49,7 @@ class Routed:
     score: float                  # the scorer's complexity score
     tiers: dict[str, str]         # policy -> tier chosen
     prompt_tokens: int
+    form: str | None = None       # the scorer's signals.form, when it reports one
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
@@ -199,18 +200,20 @@ def _route_line(path: str, number: int, line: bytes, live: LiveConfig, formats,
         ident = str(record.get("id") or f"line {number}")
         if ident not in given:
             raise EvalError(f"{where}: no score for record {ident!r} in the --scores file")
-        live = dataclasses.replace(live, scorer=GivenScore(given[ident]))
+        live = dataclasses.replace(live, scorer=GivenScore(given[ident], live.scorer))
     body = {"model": "auto", "messages": messages}
     fmt = next((f for f in formats if f.recognises(body, {})), formats[0])
-    tiers, score, tokens = {}, 0.0, 0
+    tiers, score, tokens, form = {}, 0.0, 0, None
     try:
         chat = fmt.decode_request(orjson.dumps(body), {})
         for policy in live.policies:
             route = route_request(live, chat, policy)
             tiers[policy], score, tokens = route.tier, route.complexity.score, route.prompt_tokens
+            form = route.complexity.signals.get("form")
     except CostrError as exc:
         raise EvalError(f"{where}: cannot be routed: {exc}") from None
-    return Routed(number, str(record.get("dataset") or "traffic"), scores, score, tiers, tokens)
+    return Routed(number, str(record.get("dataset") or "traffic"), scores, score, tiers, tokens,
+                  form if isinstance(form, str) else None)
 
 
 @dataclasses.dataclass(slots=True)
@@ -233,7 +236,8 @@ def split_datasets(routed: list[Routed], prices: dict, output_tokens: int) -> li
         weak, strong = _pick_models(rows, prices, name)
         prompts = [Prompt(r.score, r.scores[weak], r.scores[strong],
                           _cost(prices[weak], r.prompt_tokens, output_tokens),
-                          _cost(prices[strong], r.prompt_tokens, output_tokens)) for r in rows]
+                          _cost(prices[strong], r.prompt_tokens, output_tokens), r.form)
+                   for r in rows]
         out.append(Dataset(name, weak, strong, rows, prompts))
     return out
 

@@ -32,6 +32,7 @@ class Prompt:
     strong: float    # the strong model's outcome, 0..1
     weak_cost: float
     strong_cost: float
+    form: str | None = None   # the scorer's signals.form, for thresholds per form
 
 
 @dataclass(slots=True)

@@ -64,10 +64,13 @@ def in_sample_warning(live, data: str, given: dict | None) -> str | None:
 
 
 class GivenScore:
-    """Stands in for the scorer on one record: answers with the score given for it."""
+    """Stands in for the scorer on one record: answers with the score given for it, and with the
+    scorer's own signals (a policy may read one, such as the ask's form)."""
 
-    def __init__(self, score: float):
+    def __init__(self, score: float, scorer=None):
         self.value = score
+        self.scorer = scorer
 
     def score(self, request) -> Complexity:
-        return Complexity(self.value, 1.0, {"given": True})
+        signals = dict(self.scorer.score(request).signals) if self.scorer is not None else {}
+        return Complexity(self.value, 1.0, {**signals, "given": True})
