@@ -36,7 +36,7 @@ class Point:
         return self.kept - z * SQRT2 * self.se
 
 
-class _Sums:
+class DatasetSums:
     """Running sums for one dataset, all prompts starting on the weak model."""
 
     def __init__(self, prompts: list[Prompt]):
@@ -78,7 +78,7 @@ def sweep(groups: dict[str, list[Prompt]]) -> list[tuple[float, dict[str, Point]
     """Every 4-decimal threshold at which some prompt changes side, from the highest down, with
     each dataset's point when prompts scoring at or above it go to the strong model; the first
     entry (1.0, unless a prompt scores 1.0) sends none, the last sends all."""
-    sums = {name: _Sums(prompts) for name, prompts in groups.items()}
+    sums = {name: DatasetSums(prompts) for name, prompts in groups.items()}
     ordered = sorted(((cut_value(p.score), name, p) for name, prompts in groups.items()
                       for p in prompts), key=lambda t: -t[0])
     if not ordered:
@@ -107,7 +107,7 @@ def points_at(groups: dict[str, list[Prompt]], threshold: float) -> dict[str, Po
     """Each dataset's point when prompts scoring at or above `threshold` go strong."""
     out = {}
     for name, prompts in groups.items():
-        sums = _Sums(prompts)
+        sums = DatasetSums(prompts)
         for p in prompts:
             if p.score >= threshold:
                 sums.send_strong(p)

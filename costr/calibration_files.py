@@ -126,26 +126,27 @@ def set_routing_confidence(text: str, scorer: str, scores: list[float],
 def _reads_as(before: str, after: str, changes: dict) -> None:
     """Raise CannotEdit unless `after` reads as `before` with each top-level key of `changes`
     set to its value (removed where the value is None)."""
-    try:
-        old, new = yaml.safe_load(before) or {}, yaml.safe_load(after)
-    except yaml.YAMLError as exc:
-        raise CannotEdit(f"the edit would not be valid YAML: {exc}") from None
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        raise CannotEdit("expected a mapping at the top level")
+    old, new = _both_read(before, after)
     expected = {k: v for k, v in old.items() if k not in changes or changes[k] is not None}
     expected.update({k: v for k, v in changes.items() if v is not None})
     if new != expected:
         raise CannotEdit("the edit would change more than " + " and ".join(changes))
 
 
-def _same_but(before: str, after: str, path: tuple[str, ...], value) -> None:
-    """Raise CannotEdit unless `after` reads as `before` with `path` set to `value`."""
+def _both_read(before: str, after: str) -> tuple[dict, dict]:
+    """The two texts as YAML mappings; CannotEdit when either is not one."""
     try:
         old, new = yaml.safe_load(before) or {}, yaml.safe_load(after)
     except yaml.YAMLError as exc:
         raise CannotEdit(f"the edit would not be valid YAML: {exc}") from None
     if not isinstance(old, dict) or not isinstance(new, dict):
         raise CannotEdit("expected a mapping at the top level")
+    return old, new
+
+
+def _same_but(before: str, after: str, path: tuple[str, ...], value) -> None:
+    """Raise CannotEdit unless `after` reads as `before` with `path` set to `value`."""
+    old, new = _both_read(before, after)
     expected = old
     node = expected
     for key in path[:-1]:
