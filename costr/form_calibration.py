@@ -20,7 +20,7 @@ import copy
 from bisect import bisect_right
 from itertools import combinations
 
-from .calibration import Point, DatasetSums
+from .calibration import DatasetSums, Point
 from .evaluation import Prompt
 
 MIN_FORM_PROMPTS = 100
@@ -63,7 +63,7 @@ class FormTable:
     """Every dataset's point for any thresholds by form, from prefix sums."""
 
     def __init__(self, groups: dict[str, list[Prompt]], forms: list[str]):
-        self.base = {d: DatasetSums(ps) for d, ps in groups.items()}   # everything to the weak model
+        self.base = {d: DatasetSums(ps) for d, ps in groups.items()}   # all to the weak model
         self.parts: dict[str, list[tuple[str | None, _Ranked]]] = {}
         for d, prompts in groups.items():
             by_form: dict[str | None, list[Prompt]] = {}
