@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 from statistics import NormalDist
 
-from .calibration import choose_threshold, half_split_study, split_halves, sweep, upper_quantile
+from .calibration import (choose_threshold, half_split_study, points_at, split_halves, sweep,
+                          upper_quantile)
 from .calibration_files import (CannotEdit, confidence_lines, form_thresholds_line,
                                 set_policy_thresholds, set_routing_confidence, thresholds_line)
 from .confidence import budget_suffices_points, fit_table, format_reliability, table_reliability
-from .form_calibration import choose_form_thresholds, form_points
+from .form_calibration import choose_form_thresholds
 from .eval_cli import (EvalError, add_labelled_data_arguments, load_prices, offline_live_config,
                        route_records, split_datasets)
 from .given_scores import ScoresError, in_sample_warning, load_given_scores
@@ -136,7 +137,7 @@ def calibrate(groups: dict, tiers: list[str], targets: dict[str, float],
             "target": targets[name], "premium_share": shares.get(name),
             "thresholds": tier_thresholds(tiers, first, top),
             "form_thresholds": _form_thresholds(tiers, first, top, own),
-            "points": form_points(groups, first, own),
+            "points": points_at(groups, first, own),
             "top_share": {d: sum(p.score >= max(top, own.get(p.form, 0.0)) for p in ps) / len(ps)
                           for d, ps in groups.items()}}
     study = (half_split_study(groups, firsts, targets, z, splits, seed, by_form)

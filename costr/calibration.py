@@ -103,13 +103,16 @@ def choose_threshold(cuts: list[tuple[float, dict[str, Point]]], target: float,
     return 0.0
 
 
-def points_at(groups: dict[str, list[Prompt]], threshold: float) -> dict[str, Point]:
-    """Each dataset's point when prompts scoring at or above `threshold` go strong."""
+def points_at(groups: dict[str, list[Prompt]], threshold: float,
+              by_form: dict[str, float] | None = None) -> dict[str, Point]:
+    """Each dataset's point when prompts scoring at or above `threshold` go strong; a prompt of
+    a form in `by_form` is held to that form's threshold instead."""
+    by_form = by_form or {}
     out = {}
     for name, prompts in groups.items():
         sums = DatasetSums(prompts)
         for p in prompts:
-            if p.score >= threshold:
+            if p.score >= by_form.get(p.form, threshold):
                 sums.send_strong(p)
         out[name] = sums.point()
     return out
@@ -153,7 +156,7 @@ def half_split_study(groups: dict[str, list[Prompt]], thresholds: dict[str, floa
     predicts for halves), and how often the whole rule, applied to half A, keeps the target on
     every dataset of half B (the held-out check, `held` of `splits`). With `by_form` (policy ->
     its thresholds per form), the rule includes choosing those on half A too."""
-    from .form_calibration import choose_form_thresholds, form_points
+    from .form_calibration import choose_form_thresholds
     by_form = by_form or {}
     rng = random.Random(seed)
     diffs = {name: {d: [] for d in groups} for name in thresholds}
@@ -163,17 +166,17 @@ def half_split_study(groups: dict[str, list[Prompt]], thresholds: dict[str, floa
         a, b = split_halves(groups, rng)
         cuts = sweep(a)
         for name, threshold in thresholds.items():
-            own = by_form.get(name) or {}
-            pa, pb = form_points(a, threshold, own), form_points(b, threshold, own)
+            own = by_form.get(name)
+            pa, pb = points_at(a, threshold, own), points_at(b, threshold, own)
             for d in groups:
                 diffs[name][d].append(pa[d].kept - pb[d].kept)
             common = choose_threshold(cuts, targets[name], z)
             forms = choose_form_thresholds(a, targets[name], z, common) if own else {}
-            chosen = form_points(b, common, forms)
+            chosen = points_at(b, common, forms)
             held[name] += all(p.kept >= targets[name] - 1e-12 for p in chosen.values())
             for d, p in chosen.items():
                 worst[name][d] = min(worst[name][d], p.kept)
-    full = {name: form_points(groups, t, by_form.get(name) or {}) for name, t in thresholds.items()}
+    full = {name: points_at(groups, t, by_form.get(name)) for name, t in thresholds.items()}
     return {name: {"splits": splits, "held": held[name], "worst_kept": worst[name],
                    "sd_between_halves": {d: _sd(v) for d, v in diffs[name].items()},
                    "predicted_sd": {d: 2 * full[name][d].se for d in groups}}

@@ -145,16 +145,3 @@ def _highest_keeping(table: FormTable, chosen: dict, form: str, target: float,
             lo = mid
     return GRID[lo]
 
-
-def form_points(groups: dict[str, list[Prompt]], common: float,
-                by_form: dict[str, float]) -> dict[str, Point]:
-    """Each dataset's point when a prompt goes strong at or above its form's threshold (the
-    common one for other forms)."""
-    out = {}
-    for name, prompts in groups.items():
-        sums = DatasetSums(prompts)
-        for p in prompts:
-            if p.score >= by_form.get(p.form, common):
-                sums.send_strong(p)
-        out[name] = sums.point()
-    return out

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from costr.calibration import choose_threshold, sweep
+from costr.calibration import choose_threshold, points_at, sweep
 from costr.calibration_files import set_policy_thresholds
 from costr.evaluation import Prompt
-from costr.form_calibration import choose_form_thresholds, form_points
+from costr.form_calibration import choose_form_thresholds
 from costr.scoring import Complexity
 from costr_thresholds.policy import ThresholdPolicy
 
@@ -102,7 +102,7 @@ def test_each_form_gets_the_most_savings_its_own_ranking_allows():
     z = 1.645
     common = choose_threshold(sweep(groups), 0.95, z)
     by_form = choose_form_thresholds(groups, 0.95, z, common)
-    before, after = form_points(groups, common, {}), form_points(groups, common, by_form)
+    before, after = points_at(groups, common, {}), points_at(groups, common, by_form)
     # One threshold is set by the form whose score says nothing: nearly everything goes strong.
     assert before["exam"].savings < 0.2
     # Its own threshold lets the well-ranked form keep most asks on the weak model.
@@ -120,7 +120,7 @@ def test_forms_shared_across_datasets_are_chosen_together():
     z = 1.645
     common = choose_threshold(sweep(groups), 0.95, z)
     by_form = choose_form_thresholds(groups, 0.95, z, common)
-    for point in form_points(groups, common, by_form).values():
+    for point in points_at(groups, common, by_form).values():
         assert point.bound(z) >= 0.95 - 1e-9
 
 
