@@ -13,8 +13,8 @@ from datetime import date, datetime, timedelta, timezone
 import httpx
 import pytest
 
-from costr.ledger import LedgerWriter
-from costr.store import open_store
+from costr.accounts.ledger import LedgerWriter
+from costr.accounts.store import open_store
 from costr.testing import AUTH, running_gateway, seed_key
 from costr.testing.fake_upstream import FakeUpstream
 
@@ -472,7 +472,7 @@ class HourlyLedgerWriter(LedgerWriter):
 
 def test_every_request_is_in_the_ledger_after_the_gateway_shuts_down(tmp_path, fake_upstream,
                                                                       monkeypatch):
-    monkeypatch.setattr("costr.app.LedgerWriter", HourlyLedgerWriter)
+    monkeypatch.setattr("costr.server.app.LedgerWriter", HourlyLedgerWriter)
     data = str(tmp_path / "data")
     config = write_config(tmp_path, LOCAL_POOL.format(url=fake_upstream.url))
     with running_gateway(*config, data_dir=data) as base:

@@ -15,7 +15,7 @@ import pytest
 import redis
 import redis.exceptions
 
-from costr.cache import CacheBackend, open_cache
+from costr.cache.backends import CacheBackend, open_cache
 from costr.plugins import collect, make_plugin_manager
 from costr_redis_cache import RedisCache
 from costr_sqlite_cache import SQLiteCache

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from costr.cache import CacheBackend, cache_key, open_cache
+from costr.cache.backends import CacheBackend, cache_key, open_cache
 from costr.plugins import collect, make_plugin_manager
 from costr_memory_cache import MemoryCache
 from costr_memory_cache.memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES

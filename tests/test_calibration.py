@@ -8,15 +8,16 @@ import random
 import pytest
 import yaml
 
-from costr.calibration import (choose_threshold, cut_value, half_split_study, points_at, sweep,
+from costr.evaluation.calibration import (choose_threshold, cut_value, half_split_study, points_at, sweep,
                                upper_quantile)
-from costr.calibration_files import CannotEdit, set_policy_thresholds, set_routing_confidence
-from costr.cli import main
-from costr.config import load_config
-from costr.confidence import (check_table, coarsen, fit_table, interpolate, isotonic_decreasing,
+from costr.evaluation.calibration_files import CannotEdit, set_policy_thresholds, set_routing_confidence
+from costr.cli.main import main
+from costr.config.files import load_config
+from costr.config.files import check_table
+from costr.routing.confidence import (coarsen, fit_table, interpolate, isotonic_decreasing,
                               reliability)
 from costr.errors import ConfigError
-from costr.evaluation import Prompt
+from costr.evaluation.metrics import Prompt
 from costr.plugins import collect, make_plugin_manager
 
 
@@ -201,10 +202,10 @@ def test_a_table_that_rises_with_the_score_is_reported_at_its_line(tmp_path, reg
 
 
 def test_a_table_fitted_for_another_scorer_is_left_unused_with_a_note(tmp_path, registry, capsys):
-    from costr.cli import main
-    from costr.conversation import ChatRequest, Message, Text
-    from costr.live_config import LiveConfig
-    from costr.routing import route_request
+    from costr.cli.main import main
+    from costr.wire.conversation import ChatRequest, Message, Text
+    from costr.routing.live import LiveConfig
+    from costr.routing.route import route_request
     providers, policies = configure(tmp_path, scorer="learned")
     live = LiveConfig.build(load_config(providers, policies, registry, environ={}), registry, None)
     route = route_request(live, ChatRequest(messages=[Message("user", [Text(HARD)])]), None)
@@ -215,9 +216,9 @@ def test_a_table_fitted_for_another_scorer_is_left_unused_with_a_note(tmp_path, 
 
 
 def test_routing_reads_confidence_from_the_table(tmp_path, registry):
-    from costr.conversation import ChatRequest, Message, Text
-    from costr.live_config import LiveConfig
-    from costr.routing import route_request
+    from costr.wire.conversation import ChatRequest, Message, Text
+    from costr.routing.live import LiveConfig
+    from costr.routing.route import route_request
     providers, policies = configure(tmp_path)
     live = LiveConfig.build(load_config(providers, policies, registry, environ={}), registry, None)
     easy = route_request(live, ChatRequest(messages=[Message("user", [Text("hi")])]), None)

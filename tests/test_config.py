@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from costr.config import load_config
+from costr.config.files import load_config
 from costr.errors import ConfigError
-from costr.live_config import LiveConfig
+from costr.routing.live import LiveConfig
 from costr.plugins import collect, make_plugin_manager
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from costr.cli import main
-from costr.config import load_config
+from costr.cli.main import main
+from costr.config.files import load_config
 from costr.hookspecs import hookimpl
-from costr.live_config import ConfigHolder, LiveConfig
+from costr.routing.live import ConfigHolder, LiveConfig
 from costr.plugins import collect, make_plugin_manager
-from costr.providers import Provider
+from costr.wire.providers import Provider
 from costr.testing import registered_plugin
 
 from test_config import PROVIDERS, assert_reported, line_of, problems_of, write

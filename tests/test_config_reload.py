@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from costr.live_config import ConfigHolder
+from costr.routing.live import ConfigHolder
 from costr.plugins import collect, make_plugin_manager
 from costr.testing import AUTH, running_gateway
 from costr.testing.fake_upstream import FakeUpstream

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from costr.cli import main
+from costr.cli.main import main
 
 
 @pytest.fixture(autouse=True)
@@ -197,7 +197,7 @@ def test_a_config_file_that_is_not_json_is_left_alone(capsys, tmp_path, monkeypa
 
 
 def test_an_agent_is_one_yaml_description(tmp_path, monkeypatch):
-    from costr import connect as module
+    from costr.cli import connect as module
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "my-agent.yaml").write_text(
         "title: My Agent\nconfig_files: ['$MY_AGENT_HOME/conf.json']\n"

@@ -6,8 +6,8 @@ import xml.dom.minidom
 
 import pytest
 
-from costr.cli import main
-from costr.evaluation import (Prompt, apgr, at_quality, build_curve, cpt, evaluate,
+from costr.cli.main import main
+from costr.evaluation.metrics import (Prompt, apgr, at_quality, build_curve, cpt, evaluate,
                               percentile_interval, policy_point, sort_prompts)
 
 

@@ -267,7 +267,7 @@ def test_arguments_from_schema_prefers_required_when_there_are_many():
 
 
 def test_gateway_config_for_the_fake_is_valid(tmp_path):
-    from costr.config import load_config
+    from costr.config.files import load_config
     from costr.testing.fake_upstream import write_gateway_config
     providers, policies = write_gateway_config(tmp_path, "http://127.0.0.1:1")
     config = load_config(providers, policies)

@@ -18,8 +18,8 @@ import httpx
 import openai
 import pytest
 
-from costr.accounts import KeptPrompt
-from costr.store import open_store
+from costr.accounts.records import KeptPrompt
+from costr.accounts.store import open_store
 from costr.testing import AUTH, TEST_KEY, running_gateway, seed_key
 
 from conftest import LOCAL_POOL, REPO, write_config

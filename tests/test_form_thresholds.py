@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from costr.calibration import choose_threshold, points_at, sweep
-from costr.calibration_files import set_policy_thresholds
-from costr.evaluation import Prompt
-from costr.form_calibration import choose_form_thresholds
-from costr.scoring import Complexity
+from costr.evaluation.calibration import choose_threshold, points_at, sweep
+from costr.evaluation.calibration_files import set_policy_thresholds
+from costr.evaluation.metrics import Prompt
+from costr.evaluation.form_calibration import choose_form_thresholds
+from costr.routing.scoring import Complexity
 from costr_thresholds.policy import ThresholdPolicy
 
 TIERS = ["budget", "standard", "premium"]
@@ -57,7 +57,7 @@ def test_bad_form_thresholds_are_refused_naming_the_key(options, message):
 
 
 def test_costr_check_reports_a_bad_form_threshold_at_its_line(tmp_path, capsys):
-    from costr.cli import main
+    from costr.cli.main import main
     policies = tmp_path / "policies"
     policies.mkdir()
     for name in ("low", "balanced", "quality"):

@@ -10,9 +10,9 @@ import re
 import orjson
 import pytest
 
-from costr.conversation import (BlockStart, ChatRequest, Message, Text, ToolArgumentsDelta,
+from costr.wire.conversation import (BlockStart, ChatRequest, Message, Text, ToolArgumentsDelta,
                                 ToolCall, ToolResult)
-from costr.providers import ModelSpec, Price
+from costr.wire.providers import ModelSpec, Price
 from costr_gemini.stream import StreamDecoder
 from costr_gemini.thought_signatures import (SKIP_VALIDATION, call_id_with_signature,
                                              model_tag, requires_signatures, signature_in)

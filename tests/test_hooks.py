@@ -6,7 +6,7 @@ from pathlib import Path
 from costr import hookspecs
 from costr.hookspecs import hookimpl
 from costr.plugins import KINDS, collect, make_plugin_manager
-from costr.scoring import Complexity
+from costr.routing.scoring import Complexity
 from costr.testing import registered_plugin
 
 GUIDE = Path(__file__).resolve().parent.parent / "plugins" / "README.md"
@@ -92,7 +92,7 @@ class CommandPlugin:
 
 
 def _cli_with(monkeypatch, plugin):
-    from costr import cli
+    from costr.cli import main as cli
     pm = make_plugin_manager()
     pm.register(plugin, name="command-plugin")
     monkeypatch.setattr(cli, "make_plugin_manager", lambda: pm)

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from costr.accounts import hash_secret
-from costr.keys_cli import add_keys_parser, run_keys
-from costr.store import open_store
+from costr.accounts.records import hash_secret
+from costr.cli.keys import add_keys_parser, run_keys
+from costr.accounts.store import open_store
 
 KEY = re.compile(r"^cr-[A-Za-z0-9_-]{32,}$")
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from costr.cli import main
-from costr.config import load_config
-from costr.conversation import ChatRequest, Message, Text, Tool
-from costr.live_config import LiveConfig
+from costr.cli.main import main
+from costr.config.files import load_config
+from costr.wire.conversation import ChatRequest, Message, Text, Tool
+from costr.routing.live import LiveConfig
 from costr.plugins import collect, make_plugin_manager
-from costr.routing import route_request
+from costr.routing.route import route_request
 from costr_learned_scorer.features import featurize
 from costr_learned_scorer.model import LinearModel
 from costr_learned_scorer.scorer import DEFAULT_MODEL, LearnedScorer

@@ -13,15 +13,15 @@ import httpx
 import orjson
 import pytest
 
-from costr.conversation import (BlockStart, BlockStop, ChatRequest, ChatResponse, Frame,
+from costr.wire.conversation import (BlockStart, BlockStop, ChatRequest, ChatResponse, Frame,
                                 Message, MessageEnd, MessageStart, StreamFailure, Text, TextDelta,
                                 ToolArgumentsDelta, ToolCall, Usage)
 from costr.errors import (AuthenticationFailed, CostrError, InsufficientCredits, InvalidRequest,
                           NoUsableProvider, NotFound, PermissionDenied, RateLimited, UpstreamError,
                           UpstreamTimeout)
-from costr.formats import RoutingFacts
+from costr.wire.formats import RoutingFacts
 from costr.plugins import collect, make_plugin_manager
-from costr.providers import ModelSpec, Price, Provider
+from costr.wire.providers import ModelSpec, Price, Provider
 from costr.testing import AUTH, TEST_KEY, running_gateway
 from costr_anthropic.api_format import AnthropicMessagesFormat
 from costr_anthropic.client_request import decode_request

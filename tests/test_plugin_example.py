@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from costr.conversation import (
+from costr.wire.conversation import (
     BlockStart, BlockStop, ChatRequest, EmbeddingRequest, Image, Message, MessageEnd,
     MessageStart, ResponseFormat, StreamFailure, Text, TextDelta, Thinking, ThinkingDelta, Tool,
     ToolArgumentsDelta, ToolCall, ToolChoice, ToolResult,
 )
 from costr.errors import InvalidRequest, UpstreamError
 from costr.plugins import collect, make_plugin_manager, plugin_origin
-from costr.providers import ModelSpec, Price, ProviderSettings
+from costr.wire.providers import ModelSpec, Price, ProviderSettings
 from costr.testing import use_cassette
-from costr.upstream import Upstream
+from costr.wire.upstream import Upstream
 
 try:
     import costr_ollama

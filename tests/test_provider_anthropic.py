@@ -9,17 +9,17 @@ import orjson
 import pytest
 
 from conftest import write_config
-from costr.cli import main
-from costr.conversation import (
+from costr.cli.main import main
+from costr.wire.conversation import (
     BlockStart, BlockStop, ChatRequest, Image, Message, MessageEnd, MessageStart, ResponseFormat,
     StreamFailure, Text, TextDelta, Thinking, ThinkingDelta, Tool, ToolArgumentsDelta, ToolCall,
     ToolChoice, ToolResult,
 )
 from costr.errors import InvalidRequest, UpstreamError
 from costr.plugins import collect, make_plugin_manager
-from costr.providers import ModelSpec, Price, ProviderSettings
+from costr.wire.providers import ModelSpec, Price, ProviderSettings
 from costr.testing import use_cassette
-from costr.upstream import Upstream
+from costr.wire.upstream import Upstream
 import costr_anthropic
 from costr_anthropic import AnthropicProvider
 from costr_anthropic.wire_request import request_to_wire
@@ -562,7 +562,7 @@ def test_stream_decoder_skips_blocks_without_a_neutral_form():
 
 
 def test_a_mid_conversation_system_message_rides_in_a_user_turn():
-    from costr.conversation import Message, Text
+    from costr.wire.conversation import Message, Text
     request = ChatRequest(messages=[Message("user", [Text("Hello")]),
                                     Message("assistant", [Text("Hi.")]),
                                     Message("system", [Text("Be brief.")]),

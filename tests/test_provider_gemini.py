@@ -10,18 +10,18 @@ import orjson
 import pytest
 
 from conftest import write_config
-from costr.config import load_config
-from costr.conversation import (
+from costr.config.files import load_config
+from costr.wire.conversation import (
     BlockStart, BlockStop, ChatRequest, EmbeddingRequest, Image, Message, MessageEnd,
     MessageStart, ResponseFormat, StreamFailure, Text, TextDelta, Thinking, ThinkingDelta, Tool,
     ToolArgumentsDelta, ToolCall, ToolChoice, ToolResult,
 )
 from costr.errors import InvalidRequest, UpstreamError
-from costr.live_config import LiveConfig
+from costr.routing.live import LiveConfig
 from costr.plugins import collect as collect_plugins, make_plugin_manager
-from costr.providers import ModelSpec, Price, ProviderSettings
+from costr.wire.providers import ModelSpec, Price, ProviderSettings
 from costr.testing import use_cassette
-from costr.upstream import Reply, Upstream
+from costr.wire.upstream import Reply, Upstream
 from costr_gemini import GeminiProvider, register_provider_types
 from costr_gemini.schema import sanitise_schema
 from costr_gemini.stream import StreamDecoder

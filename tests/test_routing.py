@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from costr.config import load_config
-from costr.conversation import ChatRequest, Image, Message, ResponseFormat, Text, Tool, ToolChoice, Usage
+from costr.config.files import load_config
+from costr.wire.conversation import ChatRequest, Image, Message, ResponseFormat, Text, Tool, ToolChoice, Usage
 from costr.errors import InvalidRequest, ModelNotFound, NoUsableProvider
-from costr.live_config import LiveConfig
+from costr.routing.live import LiveConfig
 from costr.plugins import collect, make_plugin_manager
-from costr.pricing import cost_usd, expected_usage, savings_percent
-from costr.providers import ModelSpec, Price
-from costr.routing import choose_models, check_priority, route_request
+from costr.config.pricing import cost_usd, expected_usage, savings_percent
+from costr.wire.providers import ModelSpec, Price
+from costr.routing.route import choose_models, check_priority, route_request
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_POLICIES = REPO / "routing_policies"  # balanced (default), low, quality

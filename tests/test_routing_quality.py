@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from costr.cli import main
+from costr.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"

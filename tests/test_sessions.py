@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import httpx
 
-from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult
-from costr.sessions import SessionTiers, continues_tool_loop
+from costr.wire.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult
+from costr.routing.sessions import SessionTiers, continues_tool_loop
 from costr.testing import AUTH
 
 HARD_ASK = ("Design a lock-free concurrent queue, prove its linearizability invariant step by "
@@ -86,7 +86,7 @@ def test_session_memory_is_bounded_and_forgets_idle_sessions():
 
 
 def test_agent_injected_context_does_not_make_an_ask_look_hard():
-    from costr.scoring import user_ask
+    from costr.routing.scoring import user_ask
     reminder = ("<system-reminder>\nAs you answer, use this context: " + "design architecture "
                 "algorithm security review " * 200 + "\n</system-reminder>")
     request = ChatRequest([Message("user", [Text(reminder), Text("Read the file notes.txt")])])

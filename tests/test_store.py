@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from costr.accounts import ApiKey, Feedback, KeptPrompt, LedgerRecord, hash_secret
-from costr.store import open_store
-from costr.store_sql import MIGRATIONS
+from costr.accounts.records import ApiKey, Feedback, KeptPrompt, LedgerRecord, hash_secret
+from costr.accounts.store import open_store
+from costr.accounts.store_sql import MIGRATIONS
 
 pytestmark = pytest.mark.anyio
 from conftest import fresh_postgres_schema
@@ -55,7 +55,7 @@ async def test_migrations_are_versioned_and_idempotent(store, db_url):
 
 MIGRATOR = """
 import asyncio, sys
-from costr.store import open_store
+from costr.accounts.store import open_store
 
 async def main(url):
     sys.stdin.readline()
@@ -154,7 +154,7 @@ async def test_200_concurrent_reserves_hold_exactly_what_the_balance_covers(stor
 
 RESERVER = """
 import asyncio, random, sys
-from costr.store import open_store
+from costr.accounts.store import open_store
 
 async def reserve(store):
     await asyncio.sleep(random.random() * 0.1)  # spread out, so the two processes interleave

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from costr.conversation import ChatRequest, Message, Text, ToolCall, ToolResult
-from costr.providers import ModelSpec, Price
-from costr.tool_call_ids import ToolCallIdRule
+from costr.wire.conversation import ChatRequest, Message, Text, ToolCall, ToolResult
+from costr.wire.providers import ModelSpec, Price
+from costr.wire.tool_call_ids import ToolCallIdRule
 from costr_anthropic import client_request as anthropic_client
 from costr_anthropic.passthrough import passthrough_request
 from costr_anthropic.wire_request import TOOL_CALL_IDS as ANTHROPIC

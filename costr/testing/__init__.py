@@ -90,8 +90,8 @@ async def seed_key(database: str | None, data_dir, secret: str, *, name: str = "
     """Store a key with a chosen secret (tests need to know it in advance)."""
     import time
 
-    from costr.accounts import ApiKey, display_prefix, hash_secret, usd_to_micros
-    from costr.store import open_store
+    from costr.accounts.records import ApiKey, display_prefix, hash_secret, usd_to_micros
+    from costr.accounts.store import open_store
 
     store = await open_store(database, data_dir)
     try:
@@ -118,7 +118,7 @@ def running_gateway(providers_yaml: str | os.PathLike, policies_dir: str | os.Pa
 
     import uvicorn
 
-    from costr.app import create_app
+    from costr.server.app import create_app
 
     scratch = tempfile.TemporaryDirectory(prefix="costr-test-")
     if database is None:

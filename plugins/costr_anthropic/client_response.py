@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from costr.conversation import ChatResponse, Text, Thinking, ToolCall, Usage
+from costr.wire.conversation import ChatResponse, Text, Thinking, ToolCall, Usage
 from costr.errors import CostrError, UpstreamError
-from costr.formats import RoutingFacts
+from costr.wire.formats import RoutingFacts
 
 from .wire_request import tool_input_to_wire
 from .wire_response import STOP_REASONS_FROM_WIRE, WIRE_FORMAT

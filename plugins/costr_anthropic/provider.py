@@ -5,9 +5,9 @@ from typing import AsyncIterator, Literal
 
 import orjson
 
-from costr.conversation import ChatRequest, ChatResponse, Frame, StreamFailure
+from costr.wire.conversation import ChatRequest, ChatResponse, Frame, StreamFailure
 from costr.errors import UpstreamError
-from costr.providers import ModelSpec, Provider
+from costr.wire.providers import ModelSpec, Provider
 
 from .passthrough import passthrough_request
 from .wire_request import request_to_wire

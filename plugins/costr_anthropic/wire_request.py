@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 
-from costr.conversation import (ChatRequest, Image, Message, ResponseFormat, Text, Thinking,
+from costr.wire.conversation import (ChatRequest, Image, Message, ResponseFormat, Text, Thinking,
                                 system_reminder,
                                 ToolCall, ToolChoice, ToolResult)
 from costr.errors import InvalidRequest
-from costr.providers import ModelSpec
-from costr.tool_call_ids import ToolCallIdRule
+from costr.wire.providers import ModelSpec
+from costr.wire.tool_call_ids import ToolCallIdRule
 
 DEFAULT_MAX_TOKENS = 4096        # when neither the request nor the model names a limit
 MIN_THINKING_BUDGET = 1024       # Anthropic rejects smaller budgets

@@ -8,7 +8,7 @@ there.
 """
 from __future__ import annotations
 
-from costr.conversation import (
+from costr.wire.conversation import (
     BlockStart, BlockStop, Event, MessageEnd, MessageStart, StreamFailure, TextDelta,
     ThinkingDelta, ToolArgumentsDelta, Usage,
 )

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 import re
 
-from costr.conversation import ChatRequest
-from costr.plugin_options import check_options
-from costr.scoring import Complexity, user_ask
+from costr.wire.conversation import ChatRequest
+from costr.config.plugin_options import check_options
+from costr.routing.scoring import Complexity, user_ask
 
 OPTIONS = {"bias": float}   # routing.scorer_options; bias shifts every score (logit space)
 

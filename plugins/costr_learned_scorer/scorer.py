@@ -5,9 +5,9 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from costr.conversation import ChatRequest, Message
-from costr.plugin_options import check_options
-from costr.scoring import Complexity, user_ask
+from costr.wire.conversation import ChatRequest, Message
+from costr.config.plugin_options import check_options
+from costr.routing.scoring import Complexity, user_ask
 
 from .model import LinearModel
 

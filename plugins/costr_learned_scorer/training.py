@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zlib import crc32
 
-from costr.conversation import ChatRequest, Message, Text
-from costr.scoring import user_ask
+from costr.wire.conversation import ChatRequest, Message, Text
+from costr.routing.scoring import user_ask
 
 from .features import DENSE, FORMS, featurize, prior_logit
 from .model import LinearModel
@@ -79,9 +79,10 @@ def eval_prices() -> dict[str, float]:
     """Each model's input + output price from the prices `costr eval` uses by default (empty
     if they cannot be read), so that training and evaluation call the same model weak."""
     try:
-        import costr
         import yaml
-        path = Path(costr.__file__).with_name("eval_prices.yaml")
+
+        from costr.evaluation.report import DEFAULT_PRICES
+        path = DEFAULT_PRICES
         models = (yaml.safe_load(path.read_text()) or {}).get("models") or {}
         return {m: float(p.get("input", 0)) + float(p.get("output", 0)) for m, p in models.items()}
     except (OSError, ValueError, TypeError, AttributeError, ImportError):

@@ -1,9 +1,9 @@
 """The client-facing OpenAI Chat Completions format (`POST /v1/chat/completions`)."""
 from __future__ import annotations
 
-from costr.conversation import ChatRequest, ChatResponse
+from costr.wire.conversation import ChatRequest, ChatResponse
 from costr.errors import CostrError, default_error_body
-from costr.formats import RoutingFacts
+from costr.wire.formats import RoutingFacts
 
 from . import chat_request, chat_response
 from .chat_stream import StreamEncoder

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from costr.conversation import ChatResponse, Text, Thinking, ToolCall, Usage
-from costr.formats import RoutingFacts
+from costr.wire.conversation import ChatResponse, Text, Thinking, ToolCall, Usage
+from costr.wire.formats import RoutingFacts
 
 from .chat_request import FORMAT
 

@@ -7,11 +7,11 @@ import uuid
 
 import orjson
 
-from costr.conversation import (BlockStart, BlockStop, Frame, MessageEnd, MessageStart,
+from costr.wire.conversation import (BlockStart, BlockStop, Frame, MessageEnd, MessageStart,
                                 StreamFailure, TextDelta, ThinkingDelta, ToolArgumentsDelta, Usage)
 from costr.errors import CostrError, default_error_body
-from costr.formats import RoutingFacts
-from costr.sse import data_line
+from costr.wire.formats import RoutingFacts
+from costr.wire.sse import data_line
 
 from .chat_request import FORMAT
 from .chat_response import STOP_FROM_WIRE, STOP_TO_WIRE, usage_from_wire, usage_to_wire

@@ -6,10 +6,10 @@ from typing import AsyncIterator, Literal
 
 import orjson
 
-from costr.conversation import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
+from costr.wire.conversation import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
                                 Frame, StreamFailure, Usage)
-from costr.providers import ModelSpec, Provider
-from costr.tool_names import restore_in_events, restore_in_response
+from costr.wire.providers import ModelSpec, Provider
+from costr.wire.tool_names import restore_in_events, restore_in_response
 
 from .chat_request import FORMAT
 from .chat_response import response_from_wire

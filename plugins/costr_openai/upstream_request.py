@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import hashlib
 
-from costr.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult, text_of
-from costr.providers import ModelSpec
+from costr.wire.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult, text_of
+from costr.wire.providers import ModelSpec
 
-from costr.tool_call_ids import ToolCallIdRule
-from costr.tool_names import ToolNameRule
+from costr.wire.tool_call_ids import ToolCallIdRule
+from costr.wire.tool_names import ToolNameRule
 
 from .chat_request import FORMAT
 

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
-from costr.store_sqlite import use_wal
+from costr.accounts.store_sqlite import use_wal
 
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024

@@ -14,7 +14,7 @@ asks of any other form, or from a scorer that reports none, use `thresholds` alo
 """
 from __future__ import annotations
 
-from costr.scoring import Complexity
+from costr.routing.scoring import Complexity
 
 KEYS = ("thresholds", "form_thresholds")
 

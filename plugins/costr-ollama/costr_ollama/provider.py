@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from typing import AsyncIterator
 
-from costr.conversation import (
+from costr.wire.conversation import (
     ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Frame, StreamFailure, Usage,
 )
-from costr.providers import ModelSpec, Provider
+from costr.wire.providers import ModelSpec, Provider
 
 from .translate import RAW_FORMAT, StreamDecoder, decode_response, encode_request
 

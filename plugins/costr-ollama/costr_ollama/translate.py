@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 
-from costr.conversation import (
+from costr.wire.conversation import (
     BlockStart, BlockStop, ChatRequest, ChatResponse, Event, Image, MessageEnd, MessageStart,
     ResponseFormat, Text, TextDelta, Thinking, ThinkingDelta, ToolArgumentsDelta, ToolCall,
     ToolResult, Usage, text_of,

@@ -1,0 +1,93 @@
+"""Writing off the request path: records queue in memory and a background task writes them in
+batches; closing flushes everything (a SIGTERM'd server loses nothing it answered). The ledger
+is written this way, and so are kept prompts (kept_prompts.py)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from costr.accounts.records import Store
+
+log = logging.getLogger("costr.ledger")
+
+
+class BatchWriter:
+    """Queues records and writes them with `write(batch)`. `max_pending`: beyond it the oldest
+    queued records are dropped (for records worth less than the memory they would hold while
+    the database is away); None keeps everything until it is written."""
+
+    what = "records"   # for the log
+
+    def __init__(self, write: Callable[[list], Awaitable[None]], batch_size: int = 500,
+                 interval_seconds: float = 0.2, max_pending: int | None = None):
+        self.write, self.batch_size, self.interval = write, batch_size, interval_seconds
+        self.max_pending = max_pending
+        self._pending: list = []
+        self._dropped = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def record(self, record) -> None:
+        """Queue a record; never waits."""
+        self._pending.append(record)
+        if self.max_pending is not None and len(self._pending) > self.max_pending:
+            if not self._dropped:
+                log.warning("more than %d %s queued: dropping the oldest until the database "
+                            "takes them", self.max_pending, self.what)
+            self._dropped += len(self._pending) - self.max_pending
+            del self._pending[: len(self._pending) - self.max_pending]
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+            await self.between_batches()
+
+    async def between_batches(self) -> None:
+        """Called by the background task after each flush; housekeeping goes here."""
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size:]
+            try:
+                await self.write(batch)
+                if self._dropped:
+                    log.warning("%d %s were dropped while the database was away",
+                                self._dropped, self.what)
+                    self._dropped = 0
+            except Exception:  # the database is away: keep the records and try again later
+                log.exception("could not write %d %s; will retry", len(batch), self.what)
+                self._pending[:0] = batch
+                if not self._closing:
+                    return
+                await asyncio.sleep(0.5)
+
+    async def close(self, timeout_seconds: float = 30.0) -> None:
+        """Stop the background task and write everything still queued."""
+        self._closing = True
+        self._wake.set()
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.flush(), timeout=timeout_seconds)
+        except asyncio.TimeoutError:
+            log.error("gave up writing %d %s at shutdown", len(self._pending), self.what)
+
+
+class LedgerWriter(BatchWriter):
+    what = "ledger records"
+
+    def __init__(self, store: Store, batch_size: int = 500, interval_seconds: float = 0.2):
+        super().__init__(store.write_ledger, batch_size, interval_seconds)
+        self.store = store

@@ -1,0 +1,114 @@
+"""The SQLite store: one file in WAL mode, zero set-up.
+
+Every call runs on one worker thread that owns the connection, so calls are serialised and the
+event loop never waits on disk. Several processes may share the file: SQLite's write lock
+(waited on for up to `busy_timeout`) makes each reserve or settle a single atomic step.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from costr.accounts.store_sql import (APPLIED_VERSIONS, CREATE_MIGRATIONS_TABLE, MIGRATIONS, RECORD_VERSION,
+                        SQLStore)
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class SQLiteStore(SQLStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="costr-sqlite")
+
+    async def _call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    def _connection(self) -> sqlite3.Connection:
+        """The worker thread's connection, opened on first use."""
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            use_wal(conn, BUSY_TIMEOUT_MS / 1000)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn = conn
+        return self._conn
+
+    def _fetch_now(self, sql: str, params: tuple) -> list[dict]:
+        return [dict(row) for row in self._connection().execute(sql, params)]
+
+    def _execute_now(self, sql: str, params: tuple) -> int:
+        return self._connection().execute(sql, params).rowcount
+
+    def _execute_many_now(self, sql: str, rows: list[tuple]) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def _fetch(self, sql: str, params: tuple = ()) -> list[dict]:
+        return await self._call(self._fetch_now, sql, params)
+
+    async def _execute(self, sql: str, params: tuple = ()) -> int:
+        return await self._call(self._execute_now, sql, params)
+
+    async def _execute_many(self, sql: str, rows: list[tuple]) -> None:
+        await self._call(self._execute_many_now, sql, rows)
+
+    def _migrate_now(self) -> list[int]:
+        conn = self._connection()
+        # BEGIN IMMEDIATE takes the write lock, so a second process starting at the same
+        # moment waits here and then finds the versions already applied.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(CREATE_MIGRATIONS_TABLE)
+            applied = {row[0] for row in conn.execute(APPLIED_VERSIONS)}
+            for version, statements in MIGRATIONS:
+                if version not in applied:
+                    for statement in statements:
+                        conn.execute(statement)
+                    conn.execute(RECORD_VERSION, (version, time.time()))
+                    applied.add(version)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return sorted(applied)
+
+    async def migrate(self) -> None:
+        await self._call(self._migrate_now)
+
+    def _close_now(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        await self._call(self._close_now)
+        self._worker.shutdown(wait=True)
+
+
+def use_wal(conn: sqlite3.Connection, timeout_seconds: float) -> None:
+    """Switch the file to WAL once. The switch needs the file to itself and SQLite does not wait
+    for that (busy_timeout does not apply), so a process starting beside another retries.
+    (Also used by the sqlite:// cache backend.)"""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

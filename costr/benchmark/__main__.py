@@ -1,0 +1,5 @@
+import sys
+
+from costr.benchmark.run import main
+
+sys.exit(main())

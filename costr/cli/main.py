@@ -1,0 +1,165 @@
+"""`costr` command line: serve, check, plugins, keys, eval, bench, connect."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from costr.config.files import load_config, stale_confidence
+from costr.errors import ConfigError
+from costr.cli.calibrate import add_calibrate_parser, run_calibrate
+from costr.cli.eval import add_eval_parser, run_eval
+from costr.cli.feedback import add_feedback_parser, run_feedback
+from costr.cli.keys import add_keys_parser, run_keys
+from costr.cli.options import add_config_arguments, database_options
+from costr.accounts.store import StoreUnavailable, open_store, redacted
+from costr.plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="costr", description="A self-hosted LLM cost router.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway", parents=[database_options()])
+    add_config_arguments(serve)
+    serve.add_argument("--host", default=os.environ.get("COSTR_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("COSTR_PORT", "8787")))
+    serve.add_argument("--log-level", default=os.environ.get("COSTR_LOG_LEVEL", "info"),
+                       choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--cache", default=os.environ.get("COSTR_CACHE_URL"),
+                       help="response cache: memory:// (default), sqlite:///PATH, "
+                            "redis://HOST:PORT/DB, or none (env COSTR_CACHE_URL)")
+    serve.add_argument("--limits", default=os.environ.get("COSTR_LIMITS_URL"),
+                       help="memory:// (default) or redis://HOST:PORT/DB to share rate limits "
+                            "between instances (env COSTR_LIMITS_URL)")
+    check = sub.add_parser("check", help="validate providers.yaml and the policies, then exit")
+    add_config_arguments(check)
+    sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
+    add_keys_parser(sub)
+    add_feedback_parser(sub)
+    add_eval_parser(sub)
+    add_calibrate_parser(sub)
+    sub.add_parser("bench", help="measure the gateway against a local fake upstream "
+                   "(options: costr bench --help)", add_help=False)
+    sub.add_parser("connect", help="print or --write the settings that point a coding agent at "
+                   "this host (options: costr connect --help)", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its options are the benchmark's own
+        from costr.benchmark import run as benchmark
+        return benchmark.main(argv[1:])
+    if argv[:1] == ["connect"]:  # needs no plugins or configuration
+        from costr.cli import connect
+        return connect.main(argv[1:])
+    try:
+        registry, pm = _load_plugins()
+        plugin_commands = _add_plugin_commands(sub, registry)
+    except DuplicateRegistration as exc:
+        print(f"costr: plugin conflict: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if args.command in plugin_commands:  # a plugin's own command: no configuration needed
+        return plugin_commands[args.command].run(args)
+    if args.command == "keys":
+        return run_keys(args)
+    if args.command == "feedback":
+        return run_feedback(args)
+    if args.command == "eval":
+        return run_eval(args)
+    if args.command == "calibrate":
+        return run_calibrate(args)
+    if args.command == "plugins":
+        return _plugins(pm)
+    try:
+        config = load_config(args.providers, args.policies, registry)
+    except ConfigError as exc:
+        print(f"costr: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        return _check(config)
+    return _serve(args, registry, config)
+
+
+def _load_plugins():
+    pm = make_plugin_manager()
+    return collect(pm), pm
+
+
+def _add_plugin_commands(sub, registry) -> dict:
+    """Subcommands registered by plugins; a name the host already uses is a conflict."""
+    for name, command in registry.commands.items():
+        if name in sub.choices:
+            plugin = registry.origins[("command", name)]
+            raise DuplicateRegistration(f"plugin {plugin!r} registers the command {name!r}, "
+                                        "which costr already has")
+        command.add_arguments(sub.add_parser(name, help=command.help))
+    return dict(registry.commands)
+
+
+def _plugins(pm) -> int:
+    registry = collect(pm)
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:  # blocked: left out by COSTR_LOAD_PLUGINS
+            continue
+        print(f"{name}  ({plugin_origin(pm, plugin)})")
+        for kind in KINDS.values():
+            names = [n for (k, n), who in registry.origins.items() if k == kind and who == name]
+            if names:
+                print(f"    {kind}: {', '.join(sorted(names))}")
+    return 0
+
+
+def _check(config) -> int:
+    missing = config.missing_credentials()
+    chat = [m for m in config.models.values() if m.mode == "chat"]
+    print(f"OK: {len(chat)} chat models in tiers {', '.join(config.tiers)}; "
+          f"{len(config.models) - len(chat)} embedding models; policies: "
+          f"{', '.join(sorted(config.policies))}; baseline {config.baseline.id}.")
+    for name, env in missing.items():
+        print(f"note: provider {name} is left out of routing until {env} is set.")
+    stale = stale_confidence(config.routing)
+    if stale:
+        print(f"note: {stale}.")
+    return 0
+
+
+def _serve(args, registry, config) -> int:
+    import uvicorn
+
+    from costr.server.app import create_app
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        keys = asyncio.run(_count_keys(args.database, args.data_dir))
+    except StoreUnavailable as exc:
+        print(f"costr: {exc}", file=sys.stderr)
+        return 2
+    stale = stale_confidence(config.routing)
+    if stale:
+        print(f"costr: warning: {stale}.", file=sys.stderr)
+    if not keys:
+        where = f" --database {redacted(args.database)}" if args.database else (
+            f" --data-dir {args.data_dir}" if args.data_dir else "")
+        print("costr: no API keys exist yet, so every request will be refused (401). Create the "
+              f"first one, an admin key, with:\n  costr keys create --name admin --admin{where}",
+              file=sys.stderr)
+    app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
+                     registry=registry, database=args.database, data_dir=args.data_dir,
+                     limits=args.limits, cache=args.cache)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=30)
+    return 0
+
+
+async def _count_keys(database: str | None, data_dir: str | None) -> int:
+    store = await open_store(database, data_dir)
+    try:
+        return await store.count_keys()
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

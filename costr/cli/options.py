@@ -1,0 +1,41 @@
+"""Options several commands share: where the configuration and the stored state live."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def database_options() -> argparse.ArgumentParser:
+    """`--database` and `--data-dir`, shared by every command that touches stored state."""
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument("--database", default=os.environ.get("COSTR_DATABASE_URL"),
+                          help="postgresql://... or sqlite:///PATH for keys, credits and the "
+                               "ledger (env COSTR_DATABASE_URL; default: SQLite in the data directory)")
+    database.add_argument("--data-dir", default=os.environ.get("COSTR_DATA_DIR"),
+                          help="where the default SQLite database lives "
+                               "(env COSTR_DATA_DIR; default ./data)")
+    return database
+
+
+def add_config_arguments(parser) -> None:
+    """--providers and --policies for a command that reads the configuration."""
+    parser.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
+                        help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
+    parser.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
+                        help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
+
+
+def add_scores_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scores", metavar="FILE", help="use these scores instead of the "
+                        "scorer's, one {\"id\": ..., \"score\": ...} a line, matched by record "
+                        "id (or \"line N\"): the held-out scores `costr train-scorer "
+                        "--oof-scores` writes, for a scorer trained on this same data")
+
+
+def add_labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a command routing labelled records reads besides them: the configuration, the
+    evaluated models' prices, and optionally scores given from outside the scorer."""
+    add_config_arguments(parser)
+    parser.add_argument("--prices", default=None,
+                        help="model prices for the evaluated models (default: the bundled table)")
+    add_scores_argument(parser)

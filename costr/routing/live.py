@@ -1,0 +1,112 @@
+"""The configuration in force: validated files plus the objects built from them (providers,
+policies, scorer), swapped whole on reload so a request always sees one consistent set."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from costr.config.files import Config, load_config, stale_confidence
+from costr.errors import ConfigError
+from costr.plugins import Registry
+from costr.wire.providers import ModelSpec, Provider
+from costr.wire.upstream import Upstream
+
+log = logging.getLogger("costr.config")
+
+
+@dataclass
+class LiveConfig:
+    config: Config
+    providers: dict[str, Provider]     # every configured provider, usable or not
+    usable: frozenset[str]             # providers with their credentials present
+    policies: dict[str, object]
+    scorer: object
+    chat_models: dict[str, ModelSpec]  # by id, in file order
+    by_tier: dict[str, list[ModelSpec]]
+    auto_names: frozenset[str]
+    confidence: object | None = None   # routing.confidence, unless fitted for another scorer
+
+    @classmethod
+    def build(cls, config: Config, registry: Registry, http: Upstream) -> "LiveConfig":
+        providers = {name: registry.provider_types[s.type](s, http)
+                     for name, s in config.providers.items()}
+        missing = config.missing_credentials()
+        chat = {m.id: m for m in config.models.values() if m.mode == "chat"}
+        return cls(
+            config=config, providers=providers,
+            usable=frozenset(n for n in providers if n not in missing),
+            policies={name: registry.policy_types[kind](name, options, config.tiers)
+                      for name, (kind, options) in config.policies.items()},
+            scorer=registry.scorers[config.routing.scorer](config.routing.scorer_options),
+            chat_models=chat,
+            by_tier={t: [m for m in chat.values() if m.tier == t] for t in config.tiers},
+            auto_names=frozenset(["auto", *config.routing.auto_aliases]),
+            confidence=None if stale_confidence(config.routing) else config.routing.confidence,
+        )
+
+    def provider_for(self, model: ModelSpec) -> Provider:
+        return self.providers[model.provider]
+
+
+class ConfigHolder:
+    """Holds the LiveConfig in force; reloads it when its files change or on SIGHUP.
+    A broken edit keeps the last good configuration and logs every problem."""
+
+    def __init__(self, providers_path: Path, policies_dir: Path, registry: Registry,
+                 http: Upstream, poll_seconds: float = 1.0):
+        self.providers_path, self.policies_dir = Path(providers_path), Path(policies_dir)
+        self.registry, self.http, self.poll_seconds = registry, http, poll_seconds
+        self.current = self._load()
+        self._stamp = self._files_stamp()
+        self._task: asyncio.Task | None = None
+
+    def _load(self) -> LiveConfig:
+        config = load_config(self.providers_path, self.policies_dir, self.registry)
+        live = LiveConfig.build(config, self.registry, self.http)
+        for name, env in config.missing_credentials().items():
+            log.warning("provider %s is left out of routing: %s is not set", name, env)
+        return live
+
+    def reload(self) -> bool:
+        try:
+            self.current = self._load()
+        except ConfigError as exc:
+            log.error("configuration not reloaded, keeping the last good one:\n%s", exc)
+            return False
+        log.info("configuration reloaded from %s and %s", self.providers_path, self.policies_dir)
+        return True
+
+    def _files_stamp(self) -> tuple:
+        paths = [self.providers_path, *sorted(self.policies_dir.glob("*.y*ml"))]
+        stamp = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+                stamp.append((str(path), st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamp.append((str(path), None, None))
+        return tuple(stamp)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            stamp = self._files_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self.reload()
+
+    def start_watching(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._watch())
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests) or no SIGHUP on this platform
+
+    def stop_watching(self) -> None:
+        if self._task:
+            self._task.cancel()

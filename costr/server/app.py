@@ -1,0 +1,127 @@
+"""The Starlette host: builds the app, owns the upstream client and the live configuration,
+and maps every error to the calling API family's shape."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Route
+
+from costr.server import endpoints
+from costr.errors import CostrError, NotFound, default_error_body
+from costr.routing.live import ConfigHolder
+from costr.accounts.books import Books
+from costr.accounts.auth import KeyCache
+from costr.cache.backends import open_cache
+from costr.accounts.kept_prompts import PromptKeeper
+from costr.accounts.ledger import LedgerWriter
+from costr.cache.responses import ResponseCache
+from costr.accounts.limits import open_limiter
+from costr.server.pipeline import Gateway, answer_chat, count_input_tokens, json_response
+from costr.accounts.store import open_store
+from costr.routing.sessions import SessionTiers
+from costr.plugins import Registry, collect, make_plugin_manager
+from costr.wire.upstream import Upstream
+
+log = logging.getLogger("costr")
+
+
+def create_app(*, providers_path: str | Path, policies_dir: str | Path,
+               registry: Registry | None = None, watch_seconds: float = 1.0,
+               database: str | None = None, data_dir: str | Path | None = None,
+               limits: str | None = None, cache: str | None = None) -> Starlette:
+    """`database`: a PostgreSQL URL or sqlite:///PATH (default: SQLite in `data_dir`);
+    `limits`: memory:// (default) or redis://HOST:PORT/DB for limits shared by instances;
+    `cache`: the response cache backend's URL (default memory://; `none` turns it off)."""
+    registry = registry or collect(make_plugin_manager())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        store = await open_store(database, data_dir)
+        if not await store.count_keys():
+            log.warning("No API keys exist yet, so every request will get 401. Create the first "
+                        "one with: costr keys create --name admin --admin")
+        http = await Upstream.open()
+        ledger = LedgerWriter(store)
+        ledger.start()
+        limiter = open_limiter(limits)
+        holder = ConfigHolder(Path(providers_path), Path(policies_dir), registry, http, watch_seconds)
+        holder.start_watching()
+        books = Books(store, KeyCache(store), ledger, limiter)
+        responses = ResponseCache(_open_cache_backend(cache, registry))
+        prompts = PromptKeeper(store, lambda: holder.current.config.feedback.keep_days)
+        prompts.start()
+        app.state.gateway = Gateway(config=holder, sessions=SessionTiers(), books=books,
+                                    cache=responses, prompts=prompts)
+        app.state.started = time.time()
+        try:
+            yield
+        finally:  # requests in flight have finished: write what they put on the books
+            holder.stop_watching()
+            await responses.close()
+            await ledger.close()
+            await prompts.close()
+            await limiter.close()
+            await http.close()
+            await store.close()
+
+    routes = []
+    for fmt in registry.api_formats.values():
+        if getattr(fmt, "count_tokens_path", None):
+            routes.append(Route(fmt.count_tokens_path, _format_endpoint(fmt, count_input_tokens),
+                                methods=["POST"]))
+        routes += [Route(path, _format_endpoint(fmt, answer_chat), methods=["POST"]) for path in fmt.paths]
+    routes += endpoints.routes(registry)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        HTTPException: _http_error, Exception: _unexpected_error})
+
+
+def _open_cache_backend(url: str | None, registry: Registry):
+    """The cache backend, or None (no cache) when it is turned off or cannot be opened: the
+    cache is an optimisation and never keeps the gateway from serving."""
+    if url == "none":
+        return None
+    try:
+        return open_cache(url or "memory://", registry)
+    except Exception as exc:
+        log.warning("response cache disabled: %s", exc)
+        return None
+
+
+def _format_endpoint(fmt, handler):
+    """An endpoint serving `handler(gateway, fmt, body, headers)`, errors in fmt's shape."""
+    async def endpoint(request: Request):
+        try:
+            body = await request.body()
+            return await handler(request.app.state.gateway, fmt, body, request.headers)
+        except CostrError as err:
+            status, error_body = fmt.encode_error(err)
+            return json_response(error_body, status=status, headers=err.headers)
+    endpoint.__name__ = f"{handler.__name__}_{fmt.name.replace('-', '_')}"
+    return endpoint
+
+
+def error_response(err: CostrError):
+    return json_response(default_error_body(err), status=err.status, headers=err.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException):
+    if exc.status_code == 404:
+        err = NotFound(f"Unknown endpoint {request.method} {request.url.path}. Clients that "
+                       "expect a base URL ending in /v1 use http://HOST:PORT/v1; clients that add "
+                       "/v1 themselves use http://HOST:PORT.", code="unknown_endpoint")
+    else:
+        err = CostrError(exc.detail or "request failed", status=exc.status_code,
+                         code="method_not_allowed" if exc.status_code == 405 else None)
+        err.kind = "invalid_request" if exc.status_code < 500 else "internal"
+    return error_response(err)
+
+
+async def _unexpected_error(request: Request, exc: Exception):
+    log.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return error_response(CostrError("Costr hit an internal error; it has been logged."))
