@@ -8,8 +8,9 @@ import random
 import pytest
 import yaml
 
-from costr.evaluation.calibration import (choose_threshold, cut_value, half_split_study, points_at, sweep,
-                               upper_quantile)
+from costr.evaluation.calibration import (choose_threshold, cut_value, points_at, sweep,
+                                          upper_quantile)
+from costr.evaluation.half_splits import half_split_study
 from costr.evaluation.calibration_files import CannotEdit, set_policy_thresholds, set_routing_confidence
 from costr.cli.main import main
 from costr.config.files import load_config

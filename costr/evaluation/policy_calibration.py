@@ -14,10 +14,11 @@ from __future__ import annotations
 import random
 from statistics import NormalDist
 
-from costr.evaluation.calibration import (choose_threshold, half_split_study, points_at,
-                                          split_halves, sweep, upper_quantile)
+from costr.evaluation.calibration import (choose_threshold, points_at, split_halves, sweep,
+                                          upper_quantile)
 from costr.evaluation.calibration_files import form_thresholds_line, thresholds_line
 from costr.evaluation.form_calibration import choose_form_thresholds
+from costr.evaluation.half_splits import half_split_study
 from costr.routing.confidence import (budget_suffices_points, fit_table, format_reliability,
                                       table_reliability)
 

@@ -1,1 +1,1 @@
-"""TODO"""
+"""Where a request goes: scorer and policy interfaces, scoring facts, sessions, confidence, route selection, and the configuration in force (built from config, reloaded live); imports config and wire."""

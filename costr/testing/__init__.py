@@ -1,4 +1,6 @@
-"""Helpers for testing Costr and Costr plugins: recorded upstreams, one-test plugins, a live app.
+"""Helpers for testing Costr and its plugins (may import any part; no part imports it but bench).
+
+Recorded upstreams, one-test plugins, a live app.
 
 Plugin authors can use these too: `use_cassette` replays an upstream from
 `cassettes/<test module>/<name>.yaml` and never touches the network; `registered_plugin`

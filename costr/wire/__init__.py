@@ -1,1 +1,1 @@
-"""TODO"""
+"""The neutral conversation model and what every format and provider plugin builds on (API-format and provider protocols, SSE, tool-name and tool-call-id rules, the upstream HTTP client); imports only costr.errors."""
