@@ -22,10 +22,12 @@ from costr.accounts.kept_prompts import PromptKeeper
 from costr.accounts.ledger import LedgerWriter
 from costr.cache.responses import ResponseCache
 from costr.accounts.limits import open_limiter
+from costr.server.embeddings import answer_embeddings
 from costr.server.pipeline import Gateway, answer_chat, count_input_tokens, json_response
 from costr.accounts.store import open_store
 from costr.routing.sessions import SessionTiers
 from costr.plugins import Registry, collect, make_plugin_manager
+from costr.wire.formats import EmbeddingsFormat
 from costr.wire.upstream import Upstream
 
 log = logging.getLogger("costr")
@@ -76,6 +78,9 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
             routes.append(Route(fmt.count_tokens_path, _format_endpoint(fmt, count_input_tokens),
                                 methods=["POST"]))
         routes += [Route(path, _format_endpoint(fmt, answer_chat), methods=["POST"]) for path in fmt.paths]
+        if isinstance(fmt, EmbeddingsFormat):
+            routes += [Route(path, _format_endpoint(fmt, answer_embeddings), methods=["POST"])
+                       for path in fmt.embeddings_paths]
     routes += endpoints.routes(registry)
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: _http_error, Exception: _unexpected_error})

@@ -2,16 +2,18 @@
 
 A format is a codec between one API family's wire JSON and the neutral model, plus that
 family's error shape. The host mounts each format's `paths` and runs every request through
-the same pipeline (costr.pipeline).
+the same pipeline (costr.server.pipeline). A format that also speaks its family's embeddings
+API follows `EmbeddingsFormat` as well.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import orjson
 
-from costr.wire.conversation import ChatRequest, ChatResponse, Frame, Usage
+from costr.wire.conversation import (ChatRequest, ChatResponse, EmbeddingRequest,
+                                    EmbeddingResponse, Frame, Usage)
 from costr.errors import CostrError, InvalidRequest
 
 
@@ -105,3 +107,16 @@ class ApiFormat(Protocol):
 
     def recognises(self, body: dict, headers) -> bool:
         """Whether a body (for dry-run) looks like this format's request."""
+
+
+@runtime_checkable
+class EmbeddingsFormat(Protocol):
+    """A format that also serves its family's embeddings API at `embeddings_paths`."""
+    embeddings_paths: tuple[str, ...]
+
+    def decode_embedding_request(self, body: bytes) -> EmbeddingRequest:
+        """Parse and validate; raise costr.errors.InvalidRequest naming the field. `model` is
+        the name the client asked for ("auto" for the default embedding model)."""
+
+    def encode_embedding_response(self, request: EmbeddingRequest, response: EmbeddingResponse,
+                                  facts: RoutingFacts) -> dict: ...

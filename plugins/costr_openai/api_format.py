@@ -1,11 +1,11 @@
 """The client-facing OpenAI Chat Completions format (`POST /v1/chat/completions`)."""
 from __future__ import annotations
 
-from costr.wire.conversation import ChatRequest, ChatResponse
+from costr.wire.conversation import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 from costr.errors import CostrError, default_error_body
 from costr.wire.formats import RoutingFacts
 
-from . import chat_request, chat_response
+from . import chat_request, chat_response, embeddings
 from .chat_stream import StreamEncoder
 
 
@@ -17,6 +17,7 @@ class OpenAIChatFormat:
     paths = ("/v1/chat/completions", "/chat/completions")
 
     count_tokens_path = None
+    embeddings_paths = ("/v1/embeddings",)
 
     def decode_request(self, body: bytes, headers=None) -> ChatRequest:
         return chat_request.decode_request(body, headers)
@@ -26,6 +27,13 @@ class OpenAIChatFormat:
 
     def stream_encoder(self, request: ChatRequest) -> StreamEncoder:
         return StreamEncoder(include_usage=request.include_usage)
+
+    def decode_embedding_request(self, body: bytes) -> EmbeddingRequest:
+        return embeddings.decode_embedding_request(body)
+
+    def encode_embedding_response(self, request: EmbeddingRequest, response: EmbeddingResponse,
+                                  facts: RoutingFacts) -> dict:
+        return embeddings.encode_embedding_response(request, response, facts)
 
     def encode_error(self, error: CostrError) -> tuple[int, dict]:
         return error.status, default_error_body(error)
