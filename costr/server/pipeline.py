@@ -1,8 +1,8 @@
 """The life of a chat request, in one place.
 
 authenticate -> decode the client's format -> route (score, policy, choose model) -> cache
-lookup -> limits and credit hold -> call the provider, with fallback -> account -> keep the
-prompt (if the operator opted in) -> cache store -> encode in the client's format.
+lookup -> limits and credit hold -> call the provider, with fallback -> finish (account, keep the
+prompt if the operator opted in, cache store) -> encode in the client's format.
 """
 from __future__ import annotations
 
@@ -61,10 +61,7 @@ async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) ->
         # An upstream that reported no usage gets an estimate; the client is told what it pays.
         usage = response.usage = settled_usage(response.usage, route.prompt_tokens, response)
         facts = routing_facts(live, route, model, usage)
-        await gateway.books.settle(entry, model, live.config.baseline, usage, facts)
-        gateway.prompts.keep(live.config.feedback, request, route, entry.record)
-        if plan:
-            await gateway.cache.store(plan, response, model.id)
+        await finish(gateway, live, request, route, entry, model, usage, facts, plan, response)
         return json_response(fmt.encode_response(response, facts),
                              headers={**facts.headers(), **entry.headers})
     except CostrError as err:
@@ -89,8 +86,7 @@ async def answer_from_cache(gateway: Gateway, live: LiveConfig, fmt: ApiFormat,
     facts.cache_hit = True
     if not charge:
         facts.savings_percent = 100.0
-    await gateway.books.settle(entry, model, live.config.baseline, answer.usage, facts, free=not charge)
-    gateway.prompts.keep(live.config.feedback, request, route, entry.record)
+    await finish(gateway, live, request, route, entry, model, answer.usage, facts, free=not charge)
     headers = {**facts.headers(), **entry.headers}
     if not request.stream:
         return json_response(fmt.encode_response(answer, facts), headers=headers)
@@ -178,11 +174,9 @@ async def stream_answer(gateway: Gateway, live: LiveConfig, fmt: ApiFormat, requ
                 facts = routing_facts(live, route, model, usage)
                 status, error = ((outcome.status, outcome.message) if outcome else
                                  (200, None) if completed else (499, "the client disconnected"))
-                await gateway.books.settle(entry, model, live.config.baseline, usage, facts,
-                                           status, error)
-                gateway.prompts.keep(live.config.feedback, request, route, entry.record)
-                if plan and status == 200:   # only whole, successful answers are kept
-                    await gateway.cache.store(plan, tally.answer(usage), model.id)
+                answer = tally.answer(usage) if plan and status == 200 else None
+                await finish(gateway, live, request, route, entry, model, usage, facts, plan,
+                             answer, status, error)
                 gateway.cache.abandon(plan)
         if outcome:
             log.warning("stream from %s failed: %s", model.id, outcome.message)
@@ -193,6 +187,20 @@ async def stream_answer(gateway: Gateway, live: LiveConfig, fmt: ApiFormat, requ
     headers = {**estimate.headers(), **entry.headers, "cache-control": "no-cache",
                "x-accel-buffering": "no"}
     return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+
+async def finish(gateway: Gateway, live: LiveConfig, request: ChatRequest, route: Route,
+                 entry: Entry, model: ModelSpec, usage: Usage, facts: RoutingFacts,
+                 plan: CachePlan | None = None, answer: ChatResponse | None = None,
+                 status: int = 200, error: str | None = None, free: bool = False) -> None:
+    """The end of every answered request, fresh, cached or streamed: settle the credit hold and
+    write the ledger record, keep the prompt (if the operator opted in), and store a whole,
+    successful answer in the cache."""
+    await gateway.books.settle(entry, model, live.config.baseline, usage, facts, status, error,
+                               free=free)
+    gateway.prompts.keep(live.config.feedback, request, route, entry.record)
+    if plan and answer is not None and status == 200:
+        await gateway.cache.store(plan, answer, model.id)
 
 
 def routing_facts(live: LiveConfig, route: Route, model: ModelSpec, usage: Usage) -> RoutingFacts:
