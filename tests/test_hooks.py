@@ -110,3 +110,27 @@ def test_a_plugin_cannot_take_a_built_in_command(monkeypatch, capsys):
     assert cli.main(["serve"]) == 2
     err = capsys.readouterr().err
     assert "command-plugin" in err and "'serve'" in err
+
+
+def test_a_scorer_without_score_is_refused_when_the_configuration_is_built(tmp_path):
+    import pytest
+
+    from costr.config.files import load_config
+    from costr.errors import ConfigError
+    from costr.routing.live import LiveConfig
+
+    class Shapeless:
+        @hookimpl
+        def register_scorers(self, register):
+            register("shapeless", lambda options: object())
+
+    repo = Path(__file__).resolve().parents[1]
+    providers = tmp_path / "providers.yaml"
+    text = (repo / "providers.yaml").read_text()
+    providers.write_text(re.sub(r"(?m)^(\s*)scorer: \w+", r"\1scorer: shapeless", text, count=1))
+    pm = make_plugin_manager()
+    with registered_plugin(pm, Shapeless()):
+        registry = collect(pm)
+        config = load_config(providers, repo / "routing_policies", registry, environ={})
+        with pytest.raises(ConfigError, match="'shapeless' built a object, which has no score"):
+            LiveConfig.build(config, registry, http=None)

@@ -7,7 +7,7 @@ import hashlib
 
 import orjson
 
-from costr.routing.scoring import Complexity
+from costr.routing.scoring import Complexity, TrainedScorer
 
 
 class ScoresError(Exception):
@@ -41,12 +41,12 @@ def load_given_scores(path: str | None) -> dict[str, float] | None:
 def in_sample_warning(live, data: str, given: dict | None) -> str | None:
     """A warning when the scorer says it was trained on this very file and no held-out scores
     replace its own: its figures would be in-sample, far better than on new prompts."""
-    trained_on = getattr(live.scorer, "trained_on", None)
-    if given is not None or not trained_on:
+    scorer = live.scorer
+    if given is not None or not isinstance(scorer, TrainedScorer) or not scorer.trained_on:
         return None
     try:
         with open(data, "rb") as handle:
-            if hashlib.file_digest(handle, "sha256").hexdigest() not in trained_on:
+            if hashlib.file_digest(handle, "sha256").hexdigest() not in scorer.trained_on:
                 return None
     except OSError:
         return None

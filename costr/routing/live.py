@@ -9,9 +9,11 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from costr.config.files import Config, load_config, stale_confidence
+from costr.config.files import Config, ConfidenceEntry, load_config, stale_confidence
 from costr.errors import ConfigError
 from costr.plugins import Registry
+from costr.routing.policy import Policy
+from costr.routing.scoring import Scorer
 from costr.wire.providers import ModelSpec, Provider
 from costr.wire.upstream import Upstream
 
@@ -23,12 +25,12 @@ class LiveConfig:
     config: Config
     providers: dict[str, Provider]     # every configured provider, usable or not
     usable: frozenset[str]             # providers with their credentials present
-    policies: dict[str, object]
-    scorer: object
+    policies: dict[str, Policy]
+    scorer: Scorer
     chat_models: dict[str, ModelSpec]  # by id, in file order
     by_tier: dict[str, list[ModelSpec]]
     auto_names: frozenset[str]
-    confidence: object | None = None   # routing.confidence, unless fitted for another scorer
+    confidence: ConfidenceEntry | None = None  # routing.confidence, unless fitted for another scorer
 
     @classmethod
     def build(cls, config: Config, registry: Registry, http: Upstream) -> "LiveConfig":
@@ -36,12 +38,14 @@ class LiveConfig:
                      for name, s in config.providers.items()}
         missing = config.missing_credentials()
         chat = {m.id: m for m in config.models.values() if m.mode == "chat"}
+        policies = {name: registry.policy_types[kind](name, options, config.tiers)
+                    for name, (kind, options) in config.policies.items()}
+        scorer = registry.scorers[config.routing.scorer](config.routing.scorer_options)
+        _require_interfaces(config, policies, scorer)
         return cls(
             config=config, providers=providers,
             usable=frozenset(n for n in providers if n not in missing),
-            policies={name: registry.policy_types[kind](name, options, config.tiers)
-                      for name, (kind, options) in config.policies.items()},
-            scorer=registry.scorers[config.routing.scorer](config.routing.scorer_options),
+            policies=policies, scorer=scorer,
             chat_models=chat,
             by_tier={t: [m for m in chat.values() if m.tier == t] for t in config.tiers},
             auto_names=frozenset(["auto", *config.routing.auto_aliases]),
@@ -50,6 +54,19 @@ class LiveConfig:
 
     def provider_for(self, model: ModelSpec) -> Provider:
         return self.providers[model.provider]
+
+
+def _require_interfaces(config: Config, policies: dict, scorer: object) -> None:
+    """A plugin whose factory built something without the interface is refused here, once,
+    rather than failing every request."""
+    problems = [f"policy {name}: type {config.policies[name][0]!r} built a "
+                f"{type(policy).__name__}, which has no choose_tier(complexity)"
+                for name, policy in policies.items() if not isinstance(policy, Policy)]
+    if not isinstance(scorer, Scorer):
+        problems.append(f"routing.scorer: {config.routing.scorer!r} built a "
+                        f"{type(scorer).__name__}, which has no score(request)")
+    if problems:
+        raise ConfigError(problems)
 
 
 class ConfigHolder:

@@ -7,6 +7,7 @@ from costr.routing.confidence import interpolate
 from costr.wire.conversation import ChatRequest
 from costr.errors import InvalidRequest, ModelNotFound, NoUsableProvider
 from costr.routing.live import LiveConfig
+from costr.routing.policy import Policy, boundary_margin
 from costr.config.pricing import cost_usd, expected_usage
 from costr.wire.providers import ModelSpec
 from costr.routing.scoring import Complexity, estimate_tokens
@@ -58,13 +59,13 @@ def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,
     return Route(name, [model], model.tier, None, None, 1.0, prompt_tokens)
 
 
-def _confidence(live: LiveConfig, policy, complexity: Complexity, tier: str) -> float:
+def _confidence(live: LiveConfig, policy: Policy, complexity: Complexity, tier: str) -> float:
     """P(the chosen tier suffices), from the calibrated table when there is one: measured for
     the cheapest tier; a higher tier is the strong model of the data the table was fitted on, so
     it suffices by construction, and the budget tier's chance goes to the signals instead."""
     table = live.confidence
     if table is None:
-        margin = policy.margin(complexity.score) if hasattr(policy, "margin") else 0.5
+        margin = boundary_margin(policy, complexity.score)
         # Least sure near a tier boundary, however sure the scorer is of the score itself.
         return round(complexity.confidence * (0.6 + 0.4 * min(1.0, margin / 0.15)), 2)
     budget = interpolate(table.scores, table.budget_suffices, complexity.score)

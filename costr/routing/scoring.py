@@ -1,8 +1,9 @@
-"""What a complexity scorer returns, and the request facts scorers and the router share."""
+"""What a complexity scorer is and returns, and the request facts scorers and the router share."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from costr.wire.conversation import ChatRequest, Image, Text, ToolCall, ToolResult, Thinking, text_of
 
@@ -12,6 +13,21 @@ class Complexity:
     score: float          # 0 (trivial) .. 1 (needs the strongest model)
     confidence: float     # 0 .. 1, how sure the scorer is
     signals: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What a `register_scorers` factory returns."""
+
+    def score(self, request: ChatRequest) -> Complexity:
+        """How hard `request` is; `signals` may carry what a policy reads (`form`)."""
+
+
+@runtime_checkable
+class TrainedScorer(Scorer, Protocol):
+    """A scorer fitted on data, which names it, so `costr eval` can warn when that same data is
+    evaluated (the figures would be in-sample)."""
+    trained_on: frozenset[str]   # SHA-256 hex digests of the training files
 
 
 # Agents wrap context they inject into the user's turn (file listings, reminders, memory) in

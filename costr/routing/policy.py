@@ -1,0 +1,26 @@
+"""What a cost policy is: it turns a complexity score into a tier."""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from costr.routing.scoring import Complexity
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What a `register_policy_types` factory, `factory(name, options, tiers)`, returns."""
+
+    def choose_tier(self, complexity: Complexity) -> str:
+        """One of the configured tiers."""
+
+
+@runtime_checkable
+class MarginPolicy(Policy, Protocol):
+    """A policy that can say how far a score is from its nearest tier boundary; the
+    uncalibrated confidence is lowest there. A policy without it counts as halfway."""
+
+    def margin(self, score: float) -> float: ...
+
+
+def boundary_margin(policy: Policy, score: float) -> float:
+    return policy.margin(score) if isinstance(policy, MarginPolicy) else 0.5
