@@ -64,13 +64,21 @@ def plugin_origin(pm: pluggy.PluginManager, plugin: object) -> str:
 
 
 def collect(pm: pluggy.PluginManager) -> Registry:
-    """Call every collecting hook and merge what is registered."""
+    """Call every collecting hook and merge what is registered.
+
+    Each plugin's implementation is called through pluggy (a caller holding that plugin alone),
+    so pluggy's argument matching and tracing apply, while the host still knows
+    which plugin is registering. Plugins are called in registration order."""
     registry = Registry()
     for hook_name, kind in KINDS.items():
         store = _store_for(registry, hook_name)
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        impls = getattr(pm.hook, hook_name).get_hookimpls()
+        plugins = [impl.plugin for impl in impls]
+        for impl in impls:
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-            impl.function(register=_registrar(registry, store, kind, plugin_name))
+            others = [p for p in plugins if p is not impl.plugin]
+            call_one = pm.subset_hook_caller(hook_name, remove_plugins=others)
+            call_one(register=_registrar(registry, store, kind, plugin_name))
     return registry
 
 
