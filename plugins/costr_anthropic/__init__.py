@@ -1,6 +1,6 @@
 """Anthropic's Messages API (docs.anthropic.com): the built-in `anthropic` provider type, and
 the client-facing format that serves Anthropic clients (`POST /v1/messages`)."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .api_format import AnthropicMessagesFormat
 from .provider import AnthropicProvider

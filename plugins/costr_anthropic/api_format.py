@@ -2,10 +2,7 @@
 `/v1/messages?beta=true`, and `POST /v1/messages/count_tokens`)."""
 from __future__ import annotations
 
-from costr.wire.conversation import ChatRequest, ChatResponse
-from costr.errors import CostrError
-from costr.wire.formats import RoutingFacts
-from costr.routing.scoring import estimate_tokens
+from costr import ChatRequest, ChatResponse, CostrError, RoutingFacts, estimate_tokens
 
 from . import client_request, client_response
 from .client_stream import KEEPALIVE_SECONDS, StreamEncoder

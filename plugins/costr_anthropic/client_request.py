@@ -12,10 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from costr.wire.conversation import (ChatRequest, Image, Message, ResponseFormat, Text, Thinking, Tool,
-                                ToolCall, ToolChoice, ToolResult)
-from costr.errors import InvalidRequest
-from costr.wire.formats import parse_json_object
+from costr import (ChatRequest, Image, InvalidRequest, Message, ResponseFormat, Text, Thinking,
+                   Tool, ToolCall, ToolChoice, ToolResult, parse_json_object)
 
 from .wire_response import WIRE_FORMAT, compact_json
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from costr.wire.conversation import ChatResponse, Text, Thinking, ToolCall, Usage
-from costr.errors import CostrError, UpstreamError
-from costr.wire.formats import RoutingFacts
+from costr import (ChatResponse, CostrError, RoutingFacts, Text, Thinking, ToolCall, UpstreamError,
+                   Usage)
 
 from .wire_request import tool_input_to_wire
 from .wire_response import STOP_REASONS_FROM_WIRE, WIRE_FORMAT

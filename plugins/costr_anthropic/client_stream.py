@@ -7,11 +7,8 @@ one up front, else Costr's estimate of the prompt (clients show cost from it; 0 
 """
 from __future__ import annotations
 
-from costr.wire.conversation import (BlockStart, BlockStop, Frame, MessageEnd, MessageStart, TextDelta,
-                                ThinkingDelta, ToolArgumentsDelta, Usage)
-from costr.errors import CostrError
-from costr.wire.formats import RoutingFacts
-from costr.wire.sse import event_line
+from costr import (BlockStart, BlockStop, CostrError, Frame, MessageEnd, MessageStart, RoutingFacts,
+                   TextDelta, ThinkingDelta, ToolArgumentsDelta, Usage, event_line)
 
 from .client_response import message_id, stop_reason_to_wire, stream_error, usage_to_wire
 from .wire_response import WIRE_FORMAT

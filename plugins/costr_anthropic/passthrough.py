@@ -18,7 +18,7 @@ dropped, its beta values are dropped with it, since either one alone is a 400.
 """
 from __future__ import annotations
 
-from costr.wire.providers import ModelSpec
+from costr import ModelSpec
 
 from .client_request import EFFORTS
 from .wire_request import (ADAPTIVE, EFFORT_BUDGETS, TOOL_CALL_IDS, fit_thinking,

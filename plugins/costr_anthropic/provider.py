@@ -5,9 +5,8 @@ from typing import AsyncIterator, Literal
 
 import orjson
 
-from costr.wire.conversation import ChatRequest, ChatResponse, Frame, StreamFailure
-from costr.errors import UpstreamError
-from costr.wire.providers import ModelSpec, Provider
+from costr import (ChatRequest, ChatResponse, Frame, ModelSpec, Provider, StreamFailure,
+                   UpstreamError)
 
 from .passthrough import passthrough_request
 from .wire_request import request_to_wire

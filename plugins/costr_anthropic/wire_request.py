@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import json
 
-from costr.wire.conversation import (ChatRequest, Image, Message, ResponseFormat, Text, Thinking,
-                                system_reminder,
-                                ToolCall, ToolChoice, ToolResult)
-from costr.errors import InvalidRequest
-from costr.wire.providers import ModelSpec
-from costr.wire.tool_call_ids import ToolCallIdRule
+from costr import (ChatRequest, Image, InvalidRequest, Message, ModelSpec, ResponseFormat, Text,
+                   Thinking, ToolCall, ToolCallIdRule, ToolChoice, ToolResult, system_reminder)
 
 DEFAULT_MAX_TOKENS = 4096        # when neither the request nor the model names a limit
 MIN_THINKING_BUDGET = 1024       # Anthropic rejects smaller budgets

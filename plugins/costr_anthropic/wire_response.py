@@ -6,7 +6,7 @@ import time
 
 import orjson
 
-from costr.wire.conversation import ChatResponse, StopReason, Text, Thinking, ToolCall, Usage
+from costr import ChatResponse, StopReason, Text, Thinking, ToolCall, Usage
 
 WIRE_FORMAT = "anthropic-messages"  # the name same-format passthrough matches on
 

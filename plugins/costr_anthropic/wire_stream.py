@@ -5,8 +5,8 @@ tool use and results) produce no events at all, so their indices are simply miss
 """
 from __future__ import annotations
 
-from costr.wire.conversation import (BlockStart, BlockStop, Event, MessageEnd, MessageStart,
-                                StreamFailure, TextDelta, ThinkingDelta, ToolArgumentsDelta)
+from costr import (BlockStart, BlockStop, Event, MessageEnd, MessageStart, StreamFailure, TextDelta,
+                   ThinkingDelta, ToolArgumentsDelta)
 
 from .wire_response import compact_json, stop_reason_from_wire, usage_from_wire
 

@@ -1,5 +1,5 @@
 """Built-in plugin: the `gemini` provider type, for Google's native Gemini API."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .provider import GeminiProvider
 

@@ -10,13 +10,9 @@ from urllib.parse import quote
 
 import orjson
 
-from costr.wire.conversation import (
-    ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Frame, StreamFailure, Usage,
-)
-from costr.errors import CostrError, UpstreamError
-from costr.wire.providers import ModelSpec, Provider
-from costr.wire.tool_names import restore_in_events, restore_in_response
-from costr.wire.upstream import Reply, error_from_reply
+from costr import (ChatRequest, ChatResponse, CostrError, EmbeddingRequest, EmbeddingResponse,
+                   Frame, ModelSpec, Provider, Reply, StreamFailure, UpstreamError, Usage,
+                   error_from_reply, restore_in_events, restore_in_response)
 
 from .stream import StreamDecoder
 from .thought_signatures import OPTION as REQUIRES_SIGNATURES, model_tag

@@ -8,10 +8,8 @@ there.
 """
 from __future__ import annotations
 
-from costr.wire.conversation import (
-    BlockStart, BlockStop, Event, MessageEnd, MessageStart, StreamFailure, TextDelta,
-    ThinkingDelta, ToolArgumentsDelta, Usage,
-)
+from costr import (BlockStart, BlockStop, Event, MessageEnd, MessageStart, StreamFailure, TextDelta,
+                   ThinkingDelta, ToolArgumentsDelta, Usage)
 
 from .wire import response_id, stop_reason, tool_call_from_wire, usage_from_wire
 

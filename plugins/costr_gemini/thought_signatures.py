@@ -34,7 +34,7 @@ import hashlib
 import re
 import uuid
 
-from costr.wire.providers import ModelSpec
+from costr import ModelSpec
 
 MARKER = "__sig__"
 SKIP_VALIDATION = "skip_thought_signature_validator"

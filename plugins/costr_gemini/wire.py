@@ -13,13 +13,9 @@ from typing import Any
 
 import orjson
 
-from costr.wire.conversation import (
-    ChatRequest, ChatResponse, Image, Message, StopReason, Text, Thinking, ToolCall, ToolResult,
-    Usage, system_reminder, text_of,
-)
-from costr.errors import InvalidRequest
-from costr.wire.providers import ModelSpec
-from costr.wire.tool_names import ToolNameRule
+from costr import (ChatRequest, ChatResponse, Image, InvalidRequest, Message, ModelSpec, StopReason,
+                   Text, Thinking, ToolCall, ToolNameRule, ToolResult, Usage, system_reminder,
+                   text_of)
 
 from .schema import sanitise_schema
 from .thought_signatures import (call_id_with_signature, model_tag, new_call_id,

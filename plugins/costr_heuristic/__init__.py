@@ -1,5 +1,5 @@
 """The default complexity scorer: a few cheap signals from what the user asked."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .scorer import HeuristicScorer
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from costr.wire.conversation import ChatRequest
-from costr.config.plugin_options import check_options
-from costr.routing.scoring import Complexity, user_ask
+from costr import ChatRequest, Complexity, check_options, user_ask
 
 OPTIONS = {"bias": float}   # routing.scorer_options; bias shifts every score (logit space)
 

@@ -1,6 +1,6 @@
 """A learned complexity scorer: hashed n-grams and the heuristic's signals in a linear model,
 trained with `costr train-scorer` and shipped with a default model."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from . import command
 from .scorer import LearnedScorer

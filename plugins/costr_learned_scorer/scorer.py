@@ -5,9 +5,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from costr.wire.conversation import ChatRequest, Message
-from costr.config.plugin_options import check_options
-from costr.routing.scoring import Complexity, user_ask
+from costr import ChatRequest, Complexity, Message, check_options, user_ask
 
 from .model import LinearModel
 

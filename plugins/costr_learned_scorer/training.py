@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zlib import crc32
 
-from costr.wire.conversation import ChatRequest, Message, Text
-from costr.routing.scoring import user_ask
+from costr import ChatRequest, Message, Text, user_ask
 
 from .features import DENSE, FORMS, featurize, prior_logit
 from .model import LinearModel

@@ -1,6 +1,6 @@
 """The default cache backend, `memory://`: an LRU in this process, lost on restart and not
 shared between replicas."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .memory import MemoryCache
 

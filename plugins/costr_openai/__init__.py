@@ -1,5 +1,5 @@
 """OpenAI Chat Completions: the `openai` provider type and the client-facing format."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .api_format import OpenAIChatFormat
 from .provider import OpenAIProvider

@@ -1,9 +1,8 @@
 """The client-facing OpenAI Chat Completions format (`POST /v1/chat/completions`)."""
 from __future__ import annotations
 
-from costr.wire.conversation import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
-from costr.errors import CostrError, default_error_body
-from costr.wire.formats import RoutingFacts
+from costr import (ChatRequest, ChatResponse, CostrError, EmbeddingRequest, EmbeddingResponse,
+                   RoutingFacts, default_error_body)
 
 from . import chat_request, chat_response, embeddings
 from .chat_stream import StreamEncoder

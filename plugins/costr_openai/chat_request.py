@@ -8,10 +8,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from costr.wire.conversation import (ChatRequest, Image, Message, ResponseFormat, Text, Thinking,
-                                Tool, ToolCall, ToolChoice, ToolResult)
-from costr.errors import InvalidRequest
-from costr.wire.formats import parse_json_object
+from costr import (ChatRequest, Image, InvalidRequest, Message, ResponseFormat, Text, Thinking,
+                   Tool, ToolCall, ToolChoice, ToolResult, parse_json_object)
 
 FORMAT = "openai-chat"
 _DATA_URL = re.compile(r"^data:([\w.+/-]+);base64,(.*)$", re.S)

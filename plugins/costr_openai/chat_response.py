@@ -4,8 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from costr.wire.conversation import ChatResponse, Text, Thinking, ToolCall, Usage
-from costr.wire.formats import RoutingFacts
+from costr import ChatResponse, RoutingFacts, Text, Thinking, ToolCall, Usage
 
 from .chat_request import FORMAT
 

@@ -7,11 +7,9 @@ import uuid
 
 import orjson
 
-from costr.wire.conversation import (BlockStart, BlockStop, Frame, MessageEnd, MessageStart,
-                                StreamFailure, TextDelta, ThinkingDelta, ToolArgumentsDelta, Usage)
-from costr.errors import CostrError, default_error_body
-from costr.wire.formats import RoutingFacts
-from costr.wire.sse import data_line
+from costr import (BlockStart, BlockStop, CostrError, Frame, MessageEnd, MessageStart, RoutingFacts,
+                   StreamFailure, TextDelta, ThinkingDelta, ToolArgumentsDelta, Usage, data_line,
+                   default_error_body)
 
 from .chat_request import FORMAT
 from .chat_response import STOP_FROM_WIRE, STOP_TO_WIRE, usage_from_wire, usage_to_wire

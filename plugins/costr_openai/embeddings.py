@@ -5,9 +5,8 @@ import array
 import base64
 import sys
 
-from costr.errors import InvalidRequest
-from costr.wire.conversation import EmbeddingRequest, EmbeddingResponse
-from costr.wire.formats import RoutingFacts, parse_json_object
+from costr import (EmbeddingRequest, EmbeddingResponse, InvalidRequest, RoutingFacts,
+                   parse_json_object)
 
 ENCODINGS = ("float", "base64")
 

@@ -6,10 +6,8 @@ from typing import AsyncIterator, Literal
 
 import orjson
 
-from costr.wire.conversation import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
-                                Frame, StreamFailure, Usage)
-from costr.wire.providers import ModelSpec, Provider
-from costr.wire.tool_names import restore_in_events, restore_in_response
+from costr import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Frame, ModelSpec,
+                   Provider, StreamFailure, Usage, restore_in_events, restore_in_response)
 
 from .chat_request import FORMAT
 from .chat_response import response_from_wire

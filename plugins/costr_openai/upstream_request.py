@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import hashlib
 
-from costr.wire.conversation import ChatRequest, Image, Message, Text, ToolCall, ToolResult, text_of
-from costr.wire.providers import ModelSpec
+from costr import (ChatRequest, Image, Message, ModelSpec, Text, ToolCall, ToolCallIdRule,
+                   ToolNameRule, ToolResult, text_of)
 
-from costr.wire.tool_call_ids import ToolCallIdRule
-from costr.wire.tool_names import ToolNameRule
 
 from .chat_request import FORMAT
 

@@ -1,6 +1,6 @@
 """`redis://` and `rediss://`: a response cache in Redis, shared by every replica and kept
 across restarts."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .redis_cache import RedisCache
 

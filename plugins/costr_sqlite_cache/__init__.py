@@ -1,6 +1,6 @@
 """`sqlite:///PATH`: a response cache in one SQLite file, kept across restarts and shared by
 the processes of one host."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .sqlite_cache import SQLiteCache
 

@@ -1,5 +1,5 @@
 """The default cost-policy type: a complexity score at or above a tier's threshold gets it."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .policy import ThresholdPolicy
 

@@ -14,7 +14,7 @@ asks of any other form, or from a scorer that reports none, use `thresholds` alo
 """
 from __future__ import annotations
 
-from costr.routing.scoring import Complexity
+from costr import Complexity
 
 KEYS = ("thresholds", "form_thresholds")
 

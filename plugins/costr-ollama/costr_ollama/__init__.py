@@ -1,5 +1,5 @@
 """Costr plugin: provider type `ollama`, for Ollama's native API (/api/chat, /api/embed)."""
-from costr.hookspecs import hookimpl
+from costr import hookimpl
 
 from .provider import OllamaProvider
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 import json
 from typing import AsyncIterator
 
-from costr.wire.conversation import (
-    ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Frame, StreamFailure, Usage,
-)
-from costr.wire.providers import ModelSpec, Provider
+from costr import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Frame, ModelSpec,
+                   Provider, StreamFailure, Usage)
 
 from .translate import RAW_FORMAT, StreamDecoder, decode_response, encode_request
 

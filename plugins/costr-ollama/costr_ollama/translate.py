@@ -15,12 +15,9 @@ import json
 import time
 import uuid
 
-from costr.wire.conversation import (
-    BlockStart, BlockStop, ChatRequest, ChatResponse, Event, Image, MessageEnd, MessageStart,
-    ResponseFormat, Text, TextDelta, Thinking, ThinkingDelta, ToolArgumentsDelta, ToolCall,
-    ToolResult, Usage, text_of,
-)
-from costr.errors import InvalidRequest
+from costr import (BlockStart, BlockStop, ChatRequest, ChatResponse, Event, Image, InvalidRequest,
+                   MessageEnd, MessageStart, ResponseFormat, Text, TextDelta, Thinking,
+                   ThinkingDelta, ToolArgumentsDelta, ToolCall, ToolResult, Usage, text_of)
 
 RAW_FORMAT = "ollama"
 
