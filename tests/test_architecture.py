@@ -298,3 +298,24 @@ def test_the_checks_catch_a_forbidden_import_and_a_cycle_however_hidden(tmp_path
     assert forbidden_imports(graph) == ["costr.routing.route -> costr.server.app"]
     assert import_cycles(graph) == [["costr.routing.route", "costr.server.app"],
                                     ["costr.wire.codec", "costr.wire.sse"]]
+
+
+def test_every_public_name_resolves_from_costr_itself():
+    import costr
+    assert costr.__all__
+    for name in costr.__all__:
+        assert getattr(costr, name) is not None, name
+    with pytest.raises(AttributeError):
+        costr.NoSuchName  # noqa: B018
+
+
+def test_the_example_plugin_imports_only_costrs_public_names():
+    example = REPO / "plugins" / "costr-ollama"
+    used = set()
+    for path in example.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                used.add(node.module)
+            elif isinstance(node, ast.Import):
+                used |= {a.name for a in node.names}
+    assert {m for m in used if m.split(".")[0] == "costr"} <= {"costr", "costr.testing"}
