@@ -12,33 +12,33 @@ hookimpl = pluggy.HookimplMarker("costr")
 @hookspec
 def register_provider_types(register):
     """Register upstream wire APIs: `register(type_name, factory)`, where
-    `factory(settings: costr.providers.ProviderSettings, http: costr.upstream.Upstream)`
-    returns a `costr.providers.Provider`. `type_name` is what providers.yaml puts in `type:`."""
+    `factory(settings: costr.ProviderSettings, http: costr.Upstream)`
+    returns a `costr.Provider`. `type_name` is what providers.yaml puts in `type:`."""
 
 
 @hookspec
 def register_api_formats(register):
     """Register client-facing API formats: `register(api_format)`, an object following
-    `costr.formats.ApiFormat` (its name, the paths it serves, and its codec)."""
+    `costr.ApiFormat` (its name, the paths it serves, and its codec)."""
 
 
 @hookspec
 def register_scorers(register):
     """Register complexity scorers: `register(name, factory)`, where `factory(options: dict)`
-    returns an object whose `score(request) -> costr.scoring.Complexity`."""
+    returns a `costr.Scorer`: `score(request) -> costr.Complexity`."""
 
 
 @hookspec
 def register_policy_types(register):
     """Register cost-policy types: `register(type_name, factory)`, where
-    `factory(name, options: dict, tiers: list[str])` returns an object whose
+    `factory(name, options: dict, tiers: list[str])` returns a `costr.Policy`:
     `choose_tier(complexity) -> str`; routing_policies/*.yaml name it in `type:`."""
 
 
 @hookspec
 def register_cache_backends(register):
     """Register response-cache backends: `register(scheme, factory)`, where
-    `factory(url: str, options: dict)` returns a `costr.cache.CacheBackend`;
+    `factory(url: str, options: dict)` returns a `costr.CacheBackend`;
     the scheme is what a cache URL starts with (`memory://`)."""
 
 

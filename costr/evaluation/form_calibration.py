@@ -4,7 +4,7 @@ One threshold for every ask is set by the form the score ranks worst: on dev.jso
 problems (GSM8K) bind it, and multiple-choice and open asks, which the score ranks better, send
 far more to the strong model than their own target needs. With a threshold per form the
 constraint stays the same, the target kept on every dataset with the same margin
-(costr/calibration.py), and the savings, each dataset weighing the same, are what is maximised.
+(calibration.py), and the savings, each dataset weighing the same, are what is maximised.
 
 Datasets mix forms, so the thresholds are found together: starting from the common threshold
 (which keeps the target), each form's threshold in turn, then each pair of forms (lowering one

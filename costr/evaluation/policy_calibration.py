@@ -2,12 +2,12 @@
 
 Per policy with a target (share of the strong model's quality to keep on every dataset): the
 budget tier's upper threshold is the highest that keeps the target with the chosen assurance on
-fresh samples of the data's size (costr/calibration.py), and where the scorer reports each ask's
-form, every form gets its own (costr/form_calibration.py). The data has two models a prompt, the
+fresh samples of the data's size (calibration.py), and where the scorer reports each ask's
+form, every form gets its own (form_calibration.py). The data has two models a prompt, the
 cheapest tier standing for the weak one and every higher tier for the strong one, so where the
 top tier starts cannot be measured; by rule it starts where the policy's premium share of the
 hardest prompts begins (each dataset weighted equally), and tiers between are spaced evenly.
-The confidence table is P(the budget tier suffices | score) (costr/confidence.py).
+The confidence table is P(the budget tier suffices | score) (costr/routing/confidence.py).
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def format_result(result: dict, data: str, scorer: str, tiers: list[str]) -> str
         out += ["The scorer reports each ask's form, so each form gets its own threshold: "
                 "together they keep the",
                 "same target on every dataset, with the largest mean savings "
-                "(costr/form_calibration.py)."]
+                "(form_calibration.py)."]
     if len(tiers) > 2:
         out += [f"Two-model data cannot place {tiers[-1]}: by rule it starts where the policy's "
                 "premium share of the",

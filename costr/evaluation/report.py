@@ -5,9 +5,9 @@ does: the first API format that recognises `{"model": "auto", "messages": ...}` 
 `route_request` scores it and applies each policy. Every configured provider counts as usable
 (no request is sent), so the decision depends on the scorer, the policies and the tiers alone.
 
-Per dataset, weak = the cheapest model (prices from costr/eval_prices.yaml or --prices) among
-those every record scores, strong = the one with the highest mean outcome. The cheapest tier
-stands for the weak model and every higher tier for the strong one. When providers.yaml has a
+Per dataset, weak = the cheapest model (prices from eval_prices.yaml beside this module, or
+--prices) among those every record scores, strong = the one with the highest mean outcome.
+The cheapest tier stands for the weak model and every higher tier for the strong one. When providers.yaml has a
 `routing.confidence` table (costr calibrate), its reliability on the data is reported too.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from costr.routing.confidence import budget_suffices_points, format_reliability,
 from costr.errors import ConfigError, CostrError
 from costr.routing.scoring import Complexity
 from costr.evaluation.metrics import Prompt, evaluate, policy_point
-from costr.evaluation.given_scores import (GivenScore)
+from costr.evaluation.given_scores import GivenScore
 from costr.routing.live import LiveConfig
 from costr.plugins import DuplicateRegistration, collect, make_plugin_manager
 from costr.routing.route import route_request
@@ -189,7 +189,7 @@ def _pick_models(rows: list[Routed], prices: dict, dataset: str) -> tuple[str, s
     unpriced = sorted(m for m in common if m not in prices)
     if unpriced:
         raise EvalError(f"dataset {dataset!r}: no price for {', '.join(unpriced)}; add them to a "
-                        "prices file (see costr/eval_prices.yaml) and pass --prices FILE")
+                        "prices file (see costr/evaluation/eval_prices.yaml) and pass --prices FILE")
     weak = min(sorted(common), key=lambda m: prices[m][0] + prices[m][1])
     strong = max(sorted(common), key=lambda m: sum(r.scores[m] for r in rows))
     if weak == strong:
