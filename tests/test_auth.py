@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -203,30 +204,61 @@ def test_an_empty_database_accepts_no_key(tmp_path):
         assert fake.requests == []
 
 
-def test_serve_on_an_empty_database_says_how_to_create_the_first_key(tmp_path):
+@pytest.mark.parametrize("on_path", [False, True], ids=["run-by-its-path", "costr-on-PATH"])
+def test_serve_on_an_empty_database_says_how_to_create_the_first_key(tmp_path, on_path):
+    """The advice names costr as this shell can run it: `costr` when that is on PATH, else the
+    path it was started by (a newcomer's `.venv/bin/costr`)."""
     providers, policies = write_config(tmp_path, LOCAL_POOL.format(url="http://127.0.0.1:9"))
     data = tmp_path / "data"
+    script = Path(sys.executable).parent / "costr"
+    elsewhere = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "costr").exists()]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTR_")}
+    env["PATH"] = os.pathsep.join([str(script.parent)] * on_path + elsewhere)
     server = subprocess.Popen(
-        [sys.executable, "-m", "costr", "serve", "--providers", str(providers), "--policies",
-         str(policies), "--data-dir", str(data), "--port", "0", "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        ["costr" if on_path else str(script), "serve", "--providers", str(providers),
+         "--policies", str(policies), "--data-dir", str(data), "--port", "0", "--log-level",
+         "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=tmp_path)
     try:
-        hint = _first_line_containing(server.stderr, "costr keys create", timeout=20)
+        hint = _first_line_containing(server.stderr, " keys create", timeout=20)
     finally:
         server.terminate()
         server.wait(10)
     assert hint is not None, "costr serve never said how to create a key"
     command = shlex.split(hint.strip())
-    assert command[:3] == ["costr", "keys", "create"] and "--admin" in command
+    assert command[0] == ("costr" if on_path else str(script))
+    assert command[1:3] == ["keys", "create"] and "--admin" in command
     # The advice works as printed: it makes an admin key in the database serve was given.
-    made = subprocess.run([sys.executable, "-m", "costr", *command[1:]], capture_output=True,
-                          text=True, env=env, timeout=30)
+    made = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=30)
     assert made.returncode == 0, made.stderr
     assert re.fullmatch(r"cr-[A-Za-z0-9_-]{32,}\n", made.stdout)
     listed = subprocess.run([sys.executable, "-m", "costr", "keys", "list", "--data-dir", str(data)],
                             capture_output=True, text=True, env=env, timeout=30)
     assert made.stdout[:10] in listed.stdout
+
+
+def test_a_command_is_named_as_the_shell_finds_it(tmp_path, monkeypatch):
+    from costr.cli.hints import runnable
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "costr"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "costr").write_text("#!/bin/sh\n")
+    (other / "costr").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert runnable("costr", str(script), search_path=str(bin_dir)) == "costr"
+    assert runnable("costr", "venv/bin/costr", search_path=str(bin_dir)) == "costr"
+    # Another costr first on PATH, or none: the path, as typed from here.
+    assert runnable("costr", str(script), search_path=str(other)) == "venv/bin/costr"
+    assert runnable("costr", str(script), search_path="") == "venv/bin/costr"
+    monkeypatch.chdir(bin_dir)
+    assert runnable("costr", str(script), search_path="") == "./costr"
+    monkeypatch.chdir(other)
+    assert runnable("costr", str(script), search_path="") == str(script)
 
 
 def _first_line_containing(stream, text: str, timeout: float) -> str | None:

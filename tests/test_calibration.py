@@ -265,6 +265,21 @@ def test_the_command_writes_thresholds_and_table_that_load(tmp_path, registry, c
     assert table.scorer == "heuristic" and table.budget_suffices[0] == 1.0
 
 
+def test_write_leaves_the_shipped_configuration_alone(tmp_path, monkeypatch, capsys):
+    """From a folder with no configuration of its own, --write would edit the installed
+    package; it says to make a copy with `costr init` instead."""
+    from costr.config.shipped import SHIPPED_POLICIES, SHIPPED_PROVIDERS
+    before = SHIPPED_PROVIDERS.read_text(), SHIPPED_POLICIES.joinpath("balanced.yaml").read_text()
+    monkeypatch.chdir(tmp_path)
+    for name in ("COSTR_PROVIDERS", "COSTR_POLICIES"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "data.jsonl").write_text("")
+    assert main(["calibrate", "data.jsonl", "--write"]) == 2
+    assert "init` to write an editable copy here" in capsys.readouterr().err
+    assert (SHIPPED_PROVIDERS.read_text(),
+            SHIPPED_POLICIES.joinpath("balanced.yaml").read_text()) == before
+
+
 def test_a_target_for_an_unknown_policy_is_refused(tmp_path, capsys):
     providers, policies = configure(tmp_path)
     data = tmp_path / "data.jsonl"

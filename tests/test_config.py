@@ -348,3 +348,64 @@ def test_costr_check_honours_the_environment_variables(tmp_path):
     result = run_costr("check", cwd=elsewhere, COSTR_PROVIDERS=str(tmp_path / "absent.yaml"),
                        COSTR_POLICIES=str(policies))
     assert result.returncode == 2 and "absent.yaml" in result.stderr
+
+
+# ---- the shipped configuration, from any folder ----------------------------------------------
+
+def test_the_shipped_configuration_is_the_top_level_files_and_package_data():
+    """Linked, not copied, so the files operators and tests edit are the ones a wheel carries."""
+    import tomllib
+
+    from costr.config.shipped import SHIPPED_POLICIES, SHIPPED_PROVIDERS
+    assert SHIPPED_PROVIDERS.resolve() == (REPO / "providers.yaml").resolve()
+    assert SHIPPED_POLICIES.resolve() == (REPO / "routing_policies").resolve()
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["costr.config"]
+    packaged = {p.relative_to(REPO / "costr" / "config")
+                for pattern in patterns for p in (REPO / "costr" / "config").glob(pattern)}
+    assert packaged == {Path("defaults/providers.yaml"), *(
+        Path("defaults/routing_policies") / p.name for p in (REPO / "routing_policies").glob("*.yaml"))}
+
+
+def test_costr_check_from_an_empty_folder_uses_the_shipped_configuration(tmp_path):
+    result = run_costr("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "policies: balanced, low, quality" in result.stdout
+    assert "using the shipped configuration" in result.stderr and " init` writes" in result.stderr
+
+
+def test_costr_init_writes_editable_copies_that_costr_then_reads(tmp_path):
+    result = run_costr("init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    copies = ["providers.yaml", *(f"routing_policies/{p.name}"
+                                  for p in sorted((REPO / "routing_policies").glob("*.yaml")))]
+    assert [line.removeprefix("wrote ") for line in result.stdout.splitlines()[:-1]] == copies
+    for name in copies:
+        assert not (tmp_path / name).is_symlink()
+        assert (tmp_path / name).read_text() == (REPO / name).read_text()
+    # The copies are what `costr check` in this folder reads, edits and all.
+    (tmp_path / "routing_policies" / "low.yaml").unlink()
+    checked = run_costr("check", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "policies: balanced, quality" in checked.stdout and "shipped" not in checked.stderr
+
+
+def test_costr_init_overwrites_nothing_without_force(tmp_path):
+    (tmp_path / "providers.yaml").write_text("# mine\n")
+    refused = run_costr("init", cwd=tmp_path)
+    assert refused.returncode == 2 and "providers.yaml" in refused.stderr
+    assert "--force" in refused.stderr and refused.stdout == ""
+    assert (tmp_path / "providers.yaml").read_text() == "# mine\n"
+    assert not (tmp_path / "routing_policies").exists()
+    forced = run_costr("init", "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert (tmp_path / "providers.yaml").read_text() == (REPO / "providers.yaml").read_text()
+
+
+def test_costr_init_into_another_folder_says_how_to_serve_it(tmp_path):
+    result = run_costr("init", "--dir", "conf", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--providers conf/providers.yaml --policies conf/routing_policies" in result.stdout
+    checked = run_costr("check", "--providers", "conf/providers.yaml", "--policies",
+                        "conf/routing_policies", cwd=tmp_path)
+    assert checked.returncode == 0 and "shipped" not in checked.stderr

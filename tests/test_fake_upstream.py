@@ -256,6 +256,29 @@ def test_command_line_serves_a_script_file(tmp_path):
         assert process.wait(10) == 0
 
 
+def test_write_config_lets_costr_route_to_the_fake_with_the_shipped_policies(tmp_path):
+    """The no-key try-out: the file it writes, with the policies Costr ships, routes `auto`."""
+    from costr.config.shipped import SHIPPED_POLICIES
+    from costr.testing import AUTH, running_gateway
+    process = subprocess.Popen([sys.executable, "-m", "costr.testing.fake_upstream", "--port", "0",
+                                "--write-config", "local.yaml"], stdout=subprocess.PIPE,
+                               text=True, cwd=tmp_path)
+    try:
+        wrote, listening = process.stdout.readline(), process.stdout.readline()
+        assert wrote.startswith("wrote local.yaml") and "costr serve --providers local.yaml" in wrote
+        url = listening.split()[-1]
+        assert f"base_url: {url}/v1" in (tmp_path / "local.yaml").read_text()
+        with running_gateway(tmp_path / "local.yaml", SHIPPED_POLICIES) as base:
+            answer = httpx.post(f"{base}/v1/chat/completions", headers=AUTH, timeout=20, json={
+                "model": "auto", "messages": [{"role": "user", "content": "Reply exactly: hi"}]})
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "hi"
+    assert answer.json()["x_routing"]["routed_model"].startswith("fake-")
+
+
 def test_arguments_from_schema_prefers_required_when_there_are_many():
     schema = {"type": "object", "required": ["path", "count"], "properties": {
         "path": {"type": "string"}, "count": {"type": "number"}, "force": {"type": "boolean"},

@@ -2,6 +2,14 @@
 fallback to the next model where another might succeed, and never a traceback."""
 from __future__ import annotations
 
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
 import httpx
 import pytest
 
@@ -83,6 +91,54 @@ def test_missing_credentials_is_503_naming_the_variable(tmp_path, monkeypatch):
     assert response.status_code == 503 and explicit.status_code == 503
     assert "COSTR_TEST_UNSET_KEY" in response.json()["error"]["message"]
     assert "COSTR_TEST_UNSET_KEY" in explicit.json()["error"]["message"]
+
+
+def test_serve_with_no_usable_provider_says_how_to_try_costr_without_a_key(tmp_path):
+    """It still starts, but says which variables to set, and the no-key try-out it prints runs
+    as printed from a folder holding no configuration."""
+    pool = LOCAL_POOL.format(url="http://127.0.0.1:9").replace(
+        "type: openai,", "type: openai, api_key_env: COSTR_TEST_UNSET_KEY,")
+    providers, policies = write_config(tmp_path, pool)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COSTR_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "costr", "serve", "--providers", str(providers), "--policies",
+         str(policies), "--data-dir", str(tmp_path / "data"), "--port", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        said = lines_until(server.stderr, " serve --providers local.yaml", timeout=20)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert "no provider can be used" in said[0] and "COSTR_TEST_UNSET_KEY" in said[0]
+    fake_command = shlex.split(said[-2].replace("--port 9100", "--port 0"))
+    assert fake_command[1:] == ["-m", "costr.testing.fake_upstream", "--port", "0",
+                                "--write-config", "local.yaml", "&"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fake = subprocess.Popen(fake_command[:-1], stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=elsewhere)
+    try:
+        assert lines_until(fake.stdout, "listening on", timeout=20)
+        serve_command = shlex.split(said[-1])
+        assert serve_command[1:] == ["serve", "--providers", "local.yaml", "--data-dir",
+                                     str(tmp_path / "data")]   # where the keys are
+        checked = subprocess.run([serve_command[0], "check", *serve_command[2:4]], env=env,
+                                 cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    assert checked.returncode == 0, checked.stderr
+    assert "3 chat models" in checked.stdout and "left out" not in checked.stdout
+
+
+def lines_until(stream, text: str, timeout: float) -> list[str]:
+    """The lines read from `stream` up to the first containing `text`; fails on a timeout."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    read, deadline = [], time.monotonic() + timeout
+    while not read or text not in read[-1]:
+        read.append(lines.get(timeout=max(0.0, deadline - time.monotonic())).rstrip("\n"))
+    return read
 
 
 @pytest.mark.parametrize("body, status", [

@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from costr.cli.hints import costr_command
 from costr.cli.options import add_labelled_data_arguments
+from costr.config.shipped import is_shipped
 from costr.evaluation.calibration_files import (CannotEdit, confidence_lines,
                                                 set_policy_thresholds, set_routing_confidence)
 from costr.evaluation.given_scores import ScoresError, in_sample_warning, load_given_scores
@@ -49,6 +51,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise EvalError("--assurance must be at least 0.5 and below 1")
         if args.splits < 0:
             raise EvalError("--splits must be 0 or more")
+        if args.write and (is_shipped(args.providers) or is_shipped(args.policies)):
+            # They live inside the installed package, which an upgrade would silently undo.
+            raise EvalError(f"--write edits the configuration in place, and this is the shipped "
+                            f"one; run `{costr_command()} init` to write an editable copy here")
         live, formats = offline_live_config(args.providers, args.policies)
         targets, shares = _settings(args, live)
         prices, output_tokens = load_prices(args.prices)

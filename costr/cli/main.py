@@ -1,4 +1,4 @@
-"""`costr` command line: serve, check, plugins, keys, eval, bench, connect."""
+"""`costr` command line: serve, check, init, plugins, keys, eval, bench, connect."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,8 @@ from costr.errors import ConfigError
 from costr.cli.calibrate import add_calibrate_parser, run_calibrate
 from costr.cli.eval import add_eval_parser, run_eval
 from costr.cli.feedback import add_feedback_parser, run_feedback
+from costr.cli.hints import first_key_hint, no_provider_hint, shipped_notice
+from costr.cli.init import add_init_parser, run_init
 from costr.cli.keys import add_keys_parser, run_keys
 from costr.cli.options import add_config_arguments, database_options
 from costr.accounts.store import StoreUnavailable, open_store, redacted
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                             "between instances (env COSTR_LIMITS_URL)")
     check = sub.add_parser("check", help="validate providers.yaml and the policies, then exit")
     add_config_arguments(check)
+    add_init_parser(sub)
     sub.add_parser("plugins", help="list loaded plugins, what they register and where from")
     add_keys_parser(sub)
     add_feedback_parser(sub)
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in plugin_commands:  # a plugin's own command: no configuration needed
         return plugin_commands[args.command].run(args)
+    if args.command == "init":
+        return run_init(args)
     if args.command == "keys":
         return run_keys(args)
     if args.command == "feedback":
@@ -71,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_calibrate(args)
     if args.command == "plugins":
         return _plugins(pm)
+    notice = shipped_notice(args.providers, args.policies)
+    if notice:
+        print(notice, file=sys.stderr)
     try:
         config = load_config(args.providers, args.policies, registry)
     except ConfigError as exc:
@@ -139,12 +147,13 @@ def _serve(args, registry, config) -> int:
     stale = stale_confidence(config.routing)
     if stale:
         print(f"costr: warning: {stale}.", file=sys.stderr)
+    where = f" --database {redacted(args.database)}" if args.database else (
+        f" --data-dir {args.data_dir}" if args.data_dir else "")
+    missing = config.missing_credentials()
+    if len(missing) == len(config.providers):
+        print(no_provider_hint(missing, where), file=sys.stderr)
     if not keys:
-        where = f" --database {redacted(args.database)}" if args.database else (
-            f" --data-dir {args.data_dir}" if args.data_dir else "")
-        print("costr: no API keys exist yet, so every request will be refused (401). Create the "
-              f"first one, an admin key, with:\n  costr keys create --name admin --admin{where}",
-              file=sys.stderr)
+        print(first_key_hint(where), file=sys.stderr)
     app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
                      registry=registry, database=args.database, data_dir=args.data_dir,
                      limits=args.limits, cache=args.cache)

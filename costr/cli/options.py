@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from costr.config.shipped import default_policies, default_providers
+
 
 def database_options() -> argparse.ArgumentParser:
     """`--database` and `--data-dir`, shared by every command that touches stored state."""
@@ -19,10 +21,12 @@ def database_options() -> argparse.ArgumentParser:
 
 def add_config_arguments(parser) -> None:
     """--providers and --policies for a command that reads the configuration."""
-    parser.add_argument("--providers", default=os.environ.get("COSTR_PROVIDERS", "providers.yaml"),
-                        help="providers file (env COSTR_PROVIDERS; default ./providers.yaml)")
-    parser.add_argument("--policies", default=os.environ.get("COSTR_POLICIES", "routing_policies"),
-                        help="policies directory (env COSTR_POLICIES; default ./routing_policies)")
+    parser.add_argument("--providers", default=default_providers(),
+                        help="providers file (env COSTR_PROVIDERS; default ./providers.yaml when "
+                             "it exists, else the shipped one; `costr init` copies it here)")
+    parser.add_argument("--policies", default=default_policies(),
+                        help="policies directory (env COSTR_POLICIES; default ./routing_policies "
+                             "when it exists, else the shipped one; `costr init` copies it here)")
 
 
 def add_scores_argument(parser: argparse.ArgumentParser) -> None:

@@ -6,14 +6,17 @@ In a test::
         ...  # point a provider at fake.url; inspect fake.requests afterwards
 
 From a shell: `python -m costr.testing.fake_upstream --port 9100 [--script FILE]
-[--delay-ms N] [--fast]`. Without a script (or once it is used up) the fake calls the first
-offered tool, summarises a tool result as "Done: ...", answers `Reply exactly: X` with X, and
-anything else with "ok". Like the real providers, it refuses with their error shapes what
-they refuse: tool names they do not accept, OpenAI tool call ids over 40 characters, Anthropic
-tool_use ids outside its pattern, unpaired calls and results, and (for `gemini-3*` models, which
-sign their function calls) a current-turn step whose signature is missing or not its own.
-`--fast` answers OpenAI chat from precomputed bytes, so a benchmark measures the gateway in
-front of it rather than the fake.
+[--delay-ms N] [--fast] [--write-config local.yaml]`; `--write-config` writes a providers file
+pointing at the fake, for `costr serve --providers local.yaml` with no API key at all.
+
+Without a script (or once it is used up) the fake calls the first offered tool, summarises
+a tool result as "Done: ...", answers `Reply exactly: X` with X, and anything else with "ok".
+Like the real providers, it refuses with their error shapes what they refuse: tool names they
+do not accept, OpenAI tool call ids over 40 characters, Anthropic tool_use ids outside its
+pattern, unpaired calls and results, and (for `gemini-3*` models, which sign their function
+calls) a current-turn step whose signature is missing or not its own. `--fast` answers OpenAI
+chat from precomputed bytes, so a benchmark measures the gateway in front of it rather than
+the fake.
 """
 from __future__ import annotations
 
@@ -271,12 +274,13 @@ def _precomputed_replies() -> dict:
             "stream": list(openai.chat_stream(answer, plain))}
 
 
-def write_gateway_config(directory: Path, upstream_url: str) -> tuple[Path, Path]:
-    """Write a providers.yaml whose one provider is a fake at `upstream_url` (spoken to in the
-    OpenAI wire format), with a model per tier, and a routing_policies/ with a balanced
-    policy. Returns both paths, ready for `costr serve --providers ... --policies ...`."""
+def providers_yaml(upstream_url: str) -> str:
+    """A providers.yaml whose one provider is a fake at `upstream_url` (spoken to in the OpenAI
+    wire format), with a model per tier. Its tiers and default policy are the shipped ones, so
+    the shipped routing_policies/ route it."""
     tiers = [("budget", 0.10, 0.40), ("standard", 1.00, 4.00), ("premium", 5.00, 20.00)]
-    lines = ["tiers: [budget, standard, premium]", f"baseline: {DEFAULT_MODELS[-1]}",
+    lines = [f"# The scripted fake upstream at {upstream_url}: no API key needed.",
+             "tiers: [budget, standard, premium]", f"baseline: {DEFAULT_MODELS[-1]}",
              "routing: {scorer: learned, default_policy: balanced}",
              "providers:", "  fake:", "    type: openai", f"    base_url: {upstream_url}/v1",
              "models:"]
@@ -285,8 +289,14 @@ def write_gateway_config(directory: Path, upstream_url: str) -> tuple[Path, Path
                   f"    price: {{input: {price_in}, output: {price_out}}}",
                   "    context_window: 128000", "    max_output_tokens: 16384",
                   "    capabilities: [tools, vision, json_output]"]
+    return "\n".join(lines) + "\n"
+
+
+def write_gateway_config(directory: Path, upstream_url: str) -> tuple[Path, Path]:
+    """Write providers_yaml() as providers.yaml and a routing_policies/ with a balanced policy.
+    Returns both paths, ready for `costr serve --providers ... --policies ...`."""
     providers = directory / "providers.yaml"
-    providers.write_text("\n".join(lines) + "\n")
+    providers.write_text(providers_yaml(upstream_url))
     policies = directory / "routing_policies"
     policies.mkdir(exist_ok=True)
     (policies / "balanced.yaml").write_text(
@@ -321,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=0, help="latency added to each answer")
     parser.add_argument("--fast", action="store_true",
                         help="answer OpenAI chat from precomputed bytes (for benchmarks)")
+    parser.add_argument("--write-config", metavar="FILE",
+                        help="write a providers file pointing at this fake (a model per tier), "
+                             "for `costr serve --providers FILE`; overwrites FILE")
     args = parser.parse_args(argv)
     # Recording every request would grow without bound in a long agent run.
     fake = FakeUpstream(args.port, args.script, host=args.host, delay_ms=args.delay_ms,
@@ -329,13 +342,24 @@ def main(argv: list[str] | None = None) -> int:
     runner = loop.run_until_complete(fake.open())
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, loop.stop)
-    print(f"fake upstream listening on {fake.url}", flush=True)  # a parent process waits for this
     try:
+        if args.write_config:  # once bound: with --port 0 the address is only known now
+            _write_config(Path(args.write_config), fake.url)
+        print(f"fake upstream listening on {fake.url}", flush=True)  # a parent waits for this
         loop.run_forever()
+    except OSError as exc:
+        print(f"fake upstream: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     finally:
         loop.run_until_complete(runner.cleanup())
         loop.close()
     return 0
+
+
+def _write_config(path: Path, url: str) -> None:
+    path.write_text(providers_yaml(url))
+    print(f"wrote {path}: a providers file pointing at this fake; serve it with "
+          f"`costr serve --providers {path}`", flush=True)
 
 
 if __name__ == "__main__":
