@@ -213,13 +213,38 @@ def test_stats_per_tier_and_model_with_cache_hits_latency_and_feedback(gateway):
         assert 0 < row["p50_latency_ms"] <= row["p95_latency_ms"]
     budget, standard_row = rows[("budget", "local-mini")], rows[("standard", "local-standard")]
     assert budget["requests"] == 3 and budget["cache_hits"] == 1
-    assert budget["cache_hit_rate"] == pytest.approx(1 / 3)
+    assert budget["cache_hit_rate"] == 0.3333
     assert standard_row["requests"] == 1 and standard_row["cache_hit_rate"] == 0
     assert (budget["feedback_count"], budget["mean_rating"]) == (2, 2.5)
     assert (standard_row["feedback_count"], standard_row["mean_rating"]) == (0, None)
     totals = response.json()["totals"]
     assert totals["requests"] == 4 and totals["cache_hits"] == 1
     assert set(totals["by_tier"]) == {"budget", "standard"}
+
+
+def test_stats_count_failed_requests_apart_and_show_rounded_figures(gateway):
+    """A request no model answered is counted in the totals as failed, not listed as a model
+    named ""; money is whole micro-dollars, rates and latencies are rounded."""
+    base, fake, data = gateway
+    key, _ = new_key(data)
+    for text in ("first", "second", "third", "first"):   # the last one is a cache hit
+        assert chat(base, key, text, model="local-mini").status_code == 200
+    fake.enqueue({"status": 500, "error": "down"}, {"status": 500, "error": "down"})
+    assert chat(base, key, "Reply exactly: never").status_code == 502   # every attempt failed
+    assert chat(base, key, "hello", model="no-such-model").status_code == 404
+
+    stats = get(base, "/v1/router/stats", key).json()
+    assert [(row["tier"], row["model"]) for row in stats["data"]] == [("budget", "local-mini")]
+    totals, row = stats["totals"], stats["data"][0]
+    assert (totals["requests"], totals["failed"], row["requests"]) == (6, 2, 4)
+    assert set(totals["by_tier"]) == {"budget"} and totals["by_tier"]["budget"]["requests"] == 4
+    assert (row["cache_hit_rate"], totals["cache_hit_rate"]) == (0.25, 0.1667)
+    for figures in (row, totals, totals["by_tier"]["budget"]):
+        for name, value in figures.items():
+            if name.endswith("_usd"):
+                assert value == round(value, 6), (name, value)
+    for name in ("p50_latency_ms", "p95_latency_ms"):
+        assert row[name] == round(row[name], 2)
 
 
 def test_stats_are_scoped_to_the_calling_key(shared):

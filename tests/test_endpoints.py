@@ -44,6 +44,18 @@ models:
      context_window: 8191}}
 """
 
+# As an operator writes a pool quickly: no model states its output limit.
+UNLIMITED_POOL = """\
+tiers: [budget, standard, premium]
+baseline: large
+providers:
+  fake: {{type: openai, base_url: "{url}/v1"}}
+models:
+  - {{id: small, provider: fake, tier: budget, price: {{input: 0.1, output: 0.4}}, context_window: 128000}}
+  - {{id: medium, provider: fake, tier: standard, price: {{input: 0.5, output: 2}}, context_window: 128000}}
+  - {{id: large, provider: fake, tier: premium, price: {{input: 3, output: 15}}, context_window: 200000}}
+"""
+
 
 @pytest.fixture(scope="module")
 def fake():
@@ -108,8 +120,19 @@ def test_model_entries_describe_price_limits_and_tier(client):
     assert entries["fake-mini"]["pricing"]["cached_input"] == 0.1  # defaults to input
     auto = entries["auto"]
     assert auto["tier"] == "auto" and auto["context_length"] == 200000
+    assert auto["max_output_tokens"] == 32000   # the largest of the usable models'
     assert auto["pricing"]["input"] == 0.1 and auto["pricing"]["max_input"] == 3.0
     assert entries["fake-embed"]["mode"] == "embedding"
+
+
+def test_auto_has_no_output_limit_when_no_model_states_one(tmp_path, fake):
+    """null, as a model without max_output_tokens shows, rather than a limit of 0."""
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(UNLIMITED_POOL.format(url=fake.url))
+    with running_gateway(providers, REPO / "routing_policies") as base:
+        entries = {m["id"]: m for m in httpx.get(f"{base}/v1/models", headers=AUTH).json()["data"]}
+    assert entries["auto"]["max_output_tokens"] is None
+    assert entries["large"]["max_output_tokens"] is None
 
 
 def test_get_one_model(client):
@@ -299,6 +322,29 @@ def test_unknown_paths_are_a_quick_json_404(client, method, path):
     assert time.monotonic() - started < 1.0
     error = assert_openai_error(response, 404, code="unknown_endpoint")
     assert path in error["message"]
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/v1/responses"), ("GET", "/v2/foo"),
+                                         ("POST", "/v1/completions")])
+def test_an_endpoint_costr_does_not_have_is_named_as_such(client, method, path):
+    error = assert_openai_error(client.request(method, path, json={}), 404,
+                                code="unknown_endpoint")
+    assert error["message"].startswith(f"Costr does not serve {method} {path}.")
+    assert "base URL" not in error["message"]
+    for served in ("POST /v1/chat/completions", "POST /v1/messages", "GET /v1/models"):
+        assert served in error["message"]
+
+
+@pytest.mark.parametrize("method,path,served", [
+    ("GET", "/models", "GET /v1/models"),
+    ("POST", "/v1/v1/messages", "POST /v1/messages"),
+    ("POST", "/v1/v1/chat/completions", "POST /v1/chat/completions"),
+    ("POST", "/embeddings", "POST /v1/embeddings")])
+def test_a_path_one_base_off_names_the_right_one(client, gateway, method, path, served):
+    error = assert_openai_error(client.request(method, path, json={}), 404,
+                                code="unknown_endpoint")
+    assert f"Costr serves {served}," in error["message"]
+    assert f"use {gateway}/v1;" in error["message"] and f"use {gateway}." in error["message"]
 
 
 def test_head_on_root_is_a_quick_404(client):

@@ -144,6 +144,23 @@ def _savings_percent(cost_micros: int, baseline_micros: int) -> float:
     return round(100.0 * (baseline_micros - cost_micros) / baseline_micros, 1)
 
 
+def _stats_row(row: dict, rated: dict | None, latencies: tuple) -> dict:
+    """One (tier, model) group of STATS, rounded as the other endpoints round: money from
+    micro-dollars, savings to 0.1 %, rates to 0.01 %, latencies to 0.01 ms (as the ledger
+    records them), ratings to 0.01."""
+    requests, hits = int(row["requests"]), int(row["cache_hits"] or 0)
+    cost, baseline = int(row["cost"] or 0), int(row["baseline"] or 0)
+    p50, p95 = (None if ms is None else round(float(ms), 2) for ms in latencies)
+    return {"tier": row["tier"], "model": row["routed_model"], "requests": requests,
+            "errors": int(row["errors"] or 0), "cost_usd": _usd(cost),
+            "baseline_cost_usd": _usd(baseline), "savings_percent": _savings_percent(cost, baseline),
+            "cache_hits": hits, "cache_hit_rate": round(hits / requests, 4) if requests else 0.0,
+            "cache_saved_usd": _usd(int(row["cache_saved"] or 0)),
+            "p50_latency_ms": p50, "p95_latency_ms": p95,
+            "feedback_count": int(rated["n"]) if rated else 0,
+            "mean_rating": round(float(rated["mean_rating"]), 2) if rated else None}
+
+
 def percentile(ordered: list[float], fraction: float) -> float | None:
     """PostgreSQL's percentile_cont: linear interpolation between the closest ranks."""
     if not ordered:
@@ -300,19 +317,7 @@ class SQLStore:
         out = []
         for row in groups:
             group = (row["tier"], row["routed_model"])
-            requests, hits = int(row["requests"]), int(row["cache_hits"] or 0)
-            cost, baseline = int(row["cost"] or 0), int(row["baseline"] or 0)
-            rated = feedback.get(group)
-            p50, p95 = latencies.get(group, (None, None))
-            out.append({"tier": group[0], "model": group[1], "requests": requests,
-                        "errors": int(row["errors"] or 0), "cost_usd": _usd(cost),
-                        "baseline_cost_usd": _usd(baseline),
-                        "savings_percent": _savings_percent(cost, baseline),
-                        "cache_hits": hits, "cache_hit_rate": hits / requests if requests else 0.0,
-                        "cache_saved_usd": _usd(int(row["cache_saved"] or 0)),
-                        "p50_latency_ms": p50, "p95_latency_ms": p95,
-                        "feedback_count": int(rated["n"]) if rated else 0,
-                        "mean_rating": float(rated["mean_rating"]) if rated else None})
+            out.append(_stats_row(row, feedback.get(group), latencies.get(group, (None, None))))
         return sorted(out, key=lambda s: (s["tier"] or "", s["model"]))
 
     async def _latency_percentiles(self, key_id: str | None, since_ts: float) -> dict:

@@ -107,15 +107,19 @@ async def _stats(gateway, key: ApiKey, request: Request):
     if window not in WINDOWS:
         raise InvalidRequest(f"'window' must be one of {', '.join(WINDOWS)}.", param="window")
     await gateway.books.ledger.flush()
-    rows = await gateway.books.store.stats(subject, time.time() - WINDOWS[window])
-    requests = sum(r["requests"] for r in rows)
+    groups = await gateway.books.store.stats(subject, time.time() - WINDOWS[window])
+    # A request no model answered (refused, or every upstream attempt failed) has no model:
+    # it is counted as failed in the totals rather than shown as a model named "".
+    rows = [r for r in groups if r["model"]]
+    requests = sum(r["requests"] for r in groups)
     cost = round(sum(r["cost_usd"] for r in rows), 6)
     baseline = round(sum(r["baseline_cost_usd"] for r in rows), 6)
     hits = sum(r["cache_hits"] for r in rows)
     return json_response({"object": "router.stats", "window": window, "data": rows, "totals": {
-        "requests": requests, "cost_usd": cost, "baseline_cost_usd": baseline,
+        "requests": requests, "failed": requests - sum(r["requests"] for r in rows),
+        "cost_usd": cost, "baseline_cost_usd": baseline,
         "savings_percent": round(100 * (1 - cost / baseline), 1) if baseline else 0.0,
-        "cache_hits": hits, "cache_hit_rate": hits / requests if requests else 0.0,
+        "cache_hits": hits, "cache_hit_rate": round(hits / requests, 4) if requests else 0.0,
         "cache_saved_usd": round(sum(r["cache_saved_usd"] for r in rows), 6),
         "by_tier": _by_tier(rows)}})
 

@@ -3,6 +3,7 @@ and maps every error to the calling API family's shape."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -117,14 +118,43 @@ def error_response(err: CostrError):
 
 async def _http_error(request: Request, exc: HTTPException):
     if exc.status_code == 404:
-        err = NotFound(f"Unknown endpoint {request.method} {request.url.path}. Clients that "
-                       "expect a base URL ending in /v1 use http://HOST:PORT/v1; clients that add "
-                       "/v1 themselves use http://HOST:PORT.", code="unknown_endpoint")
+        err = _unknown_endpoint(request)
     else:
         err = CostrError(exc.detail or "request failed", status=exc.status_code,
                          code="method_not_allowed" if exc.status_code == 405 else None)
         err.kind = "invalid_request" if exc.status_code < 500 else "internal"
     return error_response(err)
+
+
+def _unknown_endpoint(request: Request) -> NotFound:
+    """A 404 saying what went wrong: a base URL one /v1 off (the path exists under the other
+    base), or an endpoint Costr does not have at all, with what it does have."""
+    method, path = request.method, request.url.path
+    routes = [r for r in request.app.routes if isinstance(r, Route)]
+    moved = next((r for other in _under_other_base(path) for r in routes
+                  if r.path_regex.match(other)), None)
+    if moved is not None:
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        return NotFound(f"Unknown endpoint {method} {path}; Costr serves {_described(moved)}, so "
+                        "the base URL is probably off by /v1. Clients that expect a base URL "
+                        f"ending in /v1 use {origin}/v1; clients that add /v1 themselves use "
+                        f"{origin}.", code="unknown_endpoint")
+    return NotFound(f"Costr does not serve {method} {path}. It serves "
+                    f"{', '.join(_described(r) for r in routes)}; GET /v1/models lists the "
+                    "models to call.", code="unknown_endpoint")
+
+
+def _under_other_base(path: str) -> list[str]:
+    """Where `path` would be had the client's base URL had /v1 or had it not: `/models` ->
+    `/v1/models`; `/v1/v1/messages` or `/api/v1/models` -> the part from the inner /v1 on."""
+    candidates = [] if path.startswith("/v1/") else ["/v1" + path]
+    nested = path.find("/v1/", 1)
+    return candidates + ([path[nested:]] if nested > 0 else [])
+
+
+def _described(route: Route) -> str:
+    methods = ",".join(sorted((route.methods or set()) - {"HEAD"}))
+    return f"{methods} {re.sub(r':[a-z]+}', '}', route.path)}"
 
 
 async def _unexpected_error(request: Request, exc: Exception):

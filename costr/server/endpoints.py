@@ -73,7 +73,9 @@ def _auto_entry(live: LiveConfig, name: str) -> dict:
         "id": name, "object": "model", "created": 0, "owned_by": "costr", "tier": "auto",
         "mode": "chat", "description": "Costr automatic routing: picks a model per request",
         "context_length": max((m.context_window for m in usable), default=0),
-        "max_output_tokens": max((m.max_output_tokens or 0 for m in usable), default=0),
+        # null, as for a model whose limit is not configured, rather than a limit of 0
+        "max_output_tokens": max((m.max_output_tokens for m in usable if m.max_output_tokens),
+                                 default=None),
         "pricing": {"input": min(p.input for p in prices) if usable else None,
                     "output": min(p.output for p in prices) if usable else None,
                     "max_input": max(p.input for p in prices) if usable else None,
