@@ -1,7 +1,8 @@
 """The one HTTP client Costr uses to reach upstreams, owned by the app's lifespan.
 
 Built on aiohttp: in a bare Starlette relay on this project's 2-core benchmark machine it cost
-0.17 ms of CPU per request at 32 clients against httpx's 1.4-1.6 ms (README, Benchmark). Providers see only this small interface, never aiohttp.
+0.17 ms of CPU per request at 32 clients against httpx's 1.4-1.6 ms (docs/benchmark.md).
+Providers see only this small interface, never aiohttp.
 """
 from __future__ import annotations
 
