@@ -64,16 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in plugin_commands:  # a plugin's own command: no configuration needed
         return plugin_commands[args.command].run(args)
-    if args.command == "init":
-        return run_init(args)
-    if args.command == "keys":
-        return run_keys(args)
-    if args.command == "feedback":
-        return run_feedback(args)
-    if args.command == "eval":
-        return run_eval(args)
-    if args.command == "calibrate":
-        return run_calibrate(args)
+    # Commands that read no gateway configuration (or read it their own way).
+    standalone = {"init": run_init, "keys": run_keys, "feedback": run_feedback,
+                  "eval": run_eval, "calibrate": run_calibrate}
+    if args.command in standalone:
+        return standalone[args.command](args)
     if args.command == "plugins":
         return _plugins(pm)
     notice = shipped_notice(args.providers, args.policies)
