@@ -91,3 +91,35 @@ def test_agent_injected_context_does_not_make_an_ask_look_hard():
                 "algorithm security review " * 200 + "\n</system-reminder>")
     request = ChatRequest([Message("user", [Text(reminder), Text("Read the file notes.txt")])])
     assert user_ask(request) == "Read the file notes.txt"
+
+
+# What an agent that stamps each ask and sends its own context as a separate user turn after it
+# looks like on the wire (the markers and stamp as OpenClaw writes them).
+AGENT_CONTEXT = ("<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\nWorkspace: /home/user/project. Skills: "
+                 "coding-agent, github. Memory: the user prefers concise answers; recent files: "
+                 "src/app.py, src/db.py.\n<<<END_OPENCLAW_INTERNAL_CONTEXT>>>")
+
+
+def stamped(ask: str) -> list[dict]:
+    return [{"role": "user", "content": f"[Fri 2026-12-04 03:56 UTC] {ask}"},
+            {"role": "user", "content": AGENT_CONTEXT}]
+
+
+def test_an_agents_timestamp_and_own_context_turn_are_not_the_ask():
+    from costr.routing.scoring import user_ask
+    request = ChatRequest([Message("user", [Text("[Fri 2026-12-04 03:56 UTC] Reply exactly: ok")]),
+                           Message("user", [Text(AGENT_CONTEXT)])])
+    assert user_ask(request) == "Reply exactly: ok"
+    # a bracket that is not a send time stays part of the ask
+    assert user_ask(ChatRequest([Message("user", [Text("[1, 2] sorted?")])])) == "[1, 2] sorted?"
+
+
+def test_a_stamped_ask_with_agent_context_routes_as_the_bare_ask(local_gateway):
+    for ask in ("Reply exactly: ok", HARD_ASK):
+        bare = httpx.post(f"{local_gateway}/v1/router/dry-run", headers=AUTH, timeout=20,
+                          json={"model": "auto", "messages": [{"role": "user", "content": ask}]})
+        wrapped = httpx.post(f"{local_gateway}/v1/router/dry-run", headers=AUTH, timeout=20,
+                             json={"model": "auto", "messages": stamped(ask)})
+        assert bare.status_code == wrapped.status_code == 200, wrapped.text
+        assert wrapped.json()["x_routing"]["tier"] == bare.json()["x_routing"]["tier"]
+        assert wrapped.json()["complexity"]["score"] == bare.json()["complexity"]["score"]

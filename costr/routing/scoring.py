@@ -31,8 +31,12 @@ class TrainedScorer(Scorer, Protocol):
 
 
 # Agents wrap context they inject into the user's turn (file listings, reminders, memory) in
-# these tags; it is boilerplate, not the ask.
-_INJECTED = re.compile(r"<(system-reminder|context|environment_details)>.*?</\1>", re.S)
+# these tags, or in <<<BEGIN_NAME>>> ... <<<END_NAME>>> markers (some send such a block as a user
+# turn of its own, after the real ask); it is boilerplate, not the ask.
+_INJECTED = re.compile(r"<(system-reminder|context|environment_details)>.*?</\1>"
+                       r"|<<<BEGIN_([A-Z][A-Z_]*)>>>.*?<<<END_\2>>>", re.S)
+# ... and some stamp each ask with when it was sent: `[Fri 2026-12-04 03:56 UTC] ask`.
+_SENT_AT = re.compile(r"\s*\[[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)?(?: [\w+:/-]+)?\]\s*")
 
 
 def user_ask(request: ChatRequest, limit: int = 12_000) -> str:
@@ -45,6 +49,9 @@ def user_ask(request: ChatRequest, limit: int = 12_000) -> str:
         text = "".join(p.text for p in message.parts if isinstance(p, Text))
         if "<" in text:
             text = _INJECTED.sub("", text)
+        sent_at = _SENT_AT.match(text)
+        if sent_at:
+            text = text[sent_at.end():]
         if text.strip():
             return text if len(text) <= limit else text[: limit // 2] + "\n" + text[-limit // 2:]
     return ""
