@@ -18,11 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from costr.config.checks import check_with_plugins
 from costr.errors import ConfigError
 from costr.config.plugin_options import dotted_key
+from costr.config.rules import Rule, RuleEntry, plain_rules, rule_problems
 from costr.wire.providers import ModelSpec, Price, ProviderSettings
 from costr.wire.upstream import Timeouts
-
-CAPABILITIES = ("tools", "vision", "json_output", "reasoning")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -107,6 +105,7 @@ class PolicyFile(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str = "thresholds"
     description: str = ""
+    rules: list[RuleEntry] = []   # Costr's own: ordered exceptions, any policy type (rules.py)
 
 
 @dataclass
@@ -122,6 +121,7 @@ class Config:
     cache: CacheEntry = field(default_factory=CacheEntry)
     feedback: FeedbackEntry = field(default_factory=FeedbackEntry)
     sources: list[Path] = field(default_factory=list)
+    rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)   # policy -> its rules
 
     def missing_credentials(self) -> dict[str, str]:
         """Providers whose api_key_env is unset: name -> variable."""
@@ -249,6 +249,9 @@ def _check_references(parsed: ProvidersFile, providers: dict[str, ProviderSettin
         report(("routing", "default_policy"),
                f"no policy file named {parsed.routing.default_policy}.yaml")
     _check_confidence(parsed.routing, report)
+    for policy, ppath, plines in policies.values():
+        for loc, reason in rule_problems(policy.rules, parsed.tiers):
+            problems.append(f"{_where(ppath, plines, loc)}: {_dotted(loc)}: {reason}")
     if registry is None:
         return
     for name, entry in parsed.providers.items():
@@ -345,4 +348,5 @@ def _build(parsed: ProvidersFile, providers: dict[str, ProviderSettings], polici
         policies={name: (p.type, dict(p.model_extra or {})) for name, (p, _, _) in policies.items()},
         routing=parsed.routing, default_embedding_model=parsed.default_embedding_model,
         cache=parsed.cache, feedback=parsed.feedback,
-        sources=sources)
+        sources=sources,
+        rules={name: plain_rules(p.rules) for name, (p, _, _) in policies.items()})

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from costr.routing.confidence import interpolate
 from costr.wire.conversation import ChatRequest
 from costr.errors import InvalidRequest, ModelNotFound, NoUsableProvider
 from costr.routing.live import LiveConfig
 from costr.routing.policy import Policy, boundary_margin
+from costr.routing.rules import apply_rule, first_match
 from costr.config.pricing import cost_usd, expected_usage
 from costr.wire.providers import ModelSpec
 from costr.routing.scoring import Complexity, estimate_tokens
@@ -25,29 +27,39 @@ class Route:
     complexity: Complexity | None
     confidence: float
     prompt_tokens: int
+    rule: str | None = None        # the policy rule that applied, if one did
 
 
 def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,
-                  sessions: SessionTiers | None = None) -> Route:
+                  sessions: SessionTiers | None = None, headers: Mapping | None = None) -> Route:
+    """Where `request` goes. `headers` (the client's) are what rules on the client read."""
     policy_name = check_priority(live, priority)
     prompt_tokens = estimate_tokens(request)
     name = request.model
-    if name in live.auto_names:
+    routed = name in live.auto_names
+    rules = live.config.rules.get(policy_name, ())
+    rule = first_match(rules, request, headers, prompt_tokens, routed) if rules else None
+    if routed or rule is not None:
         complexity = live.scorer.score(request)
         policy = live.policies[policy_name]
         tier = policy.choose_tier(complexity)
+        if rule is not None:
+            tier = apply_rule(rule, tier, live.config.tiers)
         session = request.session
         loop_tier = None
-        if sessions is not None and session and continues_tool_loop(request):
+        if sessions is not None and session and continues_tool_loop(request) and not (
+                rule and rule.tier):   # a rule that fixes the tier is not overruled
             loop_tier = sessions.started_tier(session)
             if loop_tier in live.config.tiers and _rank(live, loop_tier) > _rank(live, tier):
                 tier = loop_tier
                 complexity.signals["session_tier"] = loop_tier
-        candidates, tier = choose_models(live, request, tier, prompt_tokens)
+        needs = rule.capabilities if rule else frozenset()
+        candidates, tier = choose_models(live, request, tier, prompt_tokens, needs)
         if sessions is not None and session and loop_tier != tier:
             sessions.remember(session, tier)
         confidence = _confidence(live, policy, complexity, tier)
-        return Route(name, candidates, tier, policy_name, complexity, confidence, prompt_tokens)
+        return Route(name, candidates, tier, policy_name, complexity, confidence, prompt_tokens,
+                     rule.name if rule else None)
     model = live.chat_models.get(name)
     if model is None:
         raise ModelNotFound(f"The model '{name}' does not exist or is not available here. "
@@ -99,11 +111,12 @@ def required_capabilities(request: ChatRequest) -> set[str]:
     return needs
 
 
-def choose_models(live: LiveConfig, request: ChatRequest, tier: str,
-                  prompt_tokens: int) -> tuple[list[ModelSpec], str]:
+def choose_models(live: LiveConfig, request: ChatRequest, tier: str, prompt_tokens: int,
+                  also_needs: frozenset[str] = frozenset()) -> tuple[list[ModelSpec], str]:
     """Usable models that fit the request, cheapest first, from `tier` or, when none there
-    fits, the next tier up; the rest of the higher tiers follow as fallbacks."""
-    needs = required_capabilities(request)
+    fits, the next tier up; the rest of the higher tiers follow as fallbacks. `also_needs`:
+    capabilities a rule asks for beyond what the request itself needs."""
+    needs = required_capabilities(request) | also_needs
     tiers = live.config.tiers
     chosen_tier, ordered, missing_env, any_fit = None, [], set(), False
     for t in tiers[tiers.index(tier):]:

@@ -126,7 +126,8 @@ async def _dry_run(live: LiveConfig, request: Request, registry):
     formats = list(registry.api_formats.values())
     fmt = next((f for f in formats if f.recognises(parsed, request.headers)), formats[0])
     chat = fmt.decode_request(body, request.headers)
-    route = route_request(live, chat, request.headers.get("x-cost-priority"))
+    route = route_request(live, chat, request.headers.get("x-cost-priority"),
+                          headers=request.headers)
     model = route.candidates[0]
     facts = routing_facts(live, route, model, expected_usage(route.prompt_tokens, chat.max_tokens))
     return json_response({

@@ -22,7 +22,8 @@ from costr.accounts.kept_prompts import PromptKeeper
 from costr.routing.live import ConfigHolder, LiveConfig
 from costr.config.pricing import expected_usage, savings_percent
 from costr.wire.providers import ModelSpec
-from costr.routing.route import Route, route_request
+from costr.routing.route import Route, check_priority, route_request
+from costr.routing.rules import names_model
 from costr.routing.scoring import estimate_tokens
 from costr.cache.responses import CachePlan, ResponseCache, replay_frames
 from costr.routing.sessions import SessionTiers
@@ -48,7 +49,8 @@ async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) ->
     try:
         live = gateway.config.current
         request = fmt.decode_request(body, headers)              # decode the client's format
-        route = route_request(live, request, headers.get("x-cost-priority"), gateway.sessions)
+        route = route_request(live, request, headers.get("x-cost-priority"), gateway.sessions,
+                              headers)
         entry.routed(request, route)                             # scored, policy applied
         plan = gateway.cache.plan(live.config.cache, request, route, entry.key.id, headers)
         cached = plan and await gateway.cache.lookup(plan)
@@ -208,7 +210,8 @@ def routing_facts(live: LiveConfig, route: Route, model: ModelSpec, usage: Usage
         requested_model=route.requested_model, routed_model=model.id,
         routed_provider=model.provider, tier=model.tier, confidence=route.confidence,
         savings_percent=savings_percent(model, live.config.baseline, usage),
-        complexity=route.complexity.score if route.complexity else None, policy=route.policy)
+        complexity=route.complexity.score if route.complexity else None, policy=route.policy,
+        rule=route.rule)
 
 
 def client_facing(err: UpstreamError) -> UpstreamError:
@@ -233,10 +236,12 @@ async def count_input_tokens(gateway: Gateway, fmt: ApiFormat, body: bytes, head
     # A format whose count requests differ from its chat requests (no max_tokens) says so.
     decode = getattr(fmt, "decode_count_request", fmt.decode_request)
     request = decode(body, headers)
-    known = request.model in live.auto_names or request.model in live.chat_models
+    policy = check_priority(live, headers.get("x-cost-priority"))
+    known = (request.model in live.auto_names or request.model in live.chat_models
+             or names_model(live.config.rules.get(policy, ()), request.model))
     tokens = None
     if known:
-        route = route_request(live, request, headers.get("x-cost-priority"))
+        route = route_request(live, request, policy, headers=headers)
         model = route.candidates[0]
         try:
             tokens = await live.provider_for(model).count_tokens(request, model)

@@ -40,6 +40,7 @@ class RoutingFacts:
     complexity: float | None = None
     policy: str | None = None
     cache_hit: bool = False
+    rule: str | None = None         # the policy rule that decided, if one did
 
     def as_dict(self) -> dict:
         return {
@@ -52,6 +53,7 @@ class RoutingFacts:
             "complexity": self.complexity,
             "policy": self.policy,
             "cache_hit": self.cache_hit,
+            "rule": self.rule,
         }
 
     def headers(self) -> dict[str, str]:
@@ -68,6 +70,8 @@ class RoutingFacts:
             out["x-costr-complexity"] = f"{self.complexity:.3f}"
         if self.policy:
             out["x-costr-policy"] = self.policy
+        if self.rule:
+            out["x-costr-rule"] = self.rule
         return out
 
 

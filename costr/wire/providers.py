@@ -16,6 +16,10 @@ from costr.errors import InvalidRequest
 from costr.wire.upstream import Timeouts, Upstream
 
 
+# What a model can be asked for, as providers.yaml and policy rules name it.
+CAPABILITIES = ("tools", "vision", "json_output", "reasoning")
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
     name: str
