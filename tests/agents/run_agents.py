@@ -1,8 +1,11 @@
-"""Run real coding agents (Claude Code, Hermes Agent) through Costr against the fake upstream.
+"""Run real coding agents (Claude Code, Hermes Agent, OpenClaw) through Costr against the fake upstream.
 
-    python tests/agents/run_agents.py [--agent claude-code|hermes|all] [--upstream openai|anthropic|gemini|all]
-                                      [--claude PATH] [--hermes PATH] [--timeout S] [--keep]
+    python tests/agents/run_agents.py [--agent claude-code|hermes|openclaw|all]
+                                      [--upstream openai|anthropic|gemini|all]
+                                      [--claude PATH] [--hermes PATH] [--openclaw PATH] [--timeout S] [--keep]
                                       [--env NAME=VALUE ...] [--quiet]
+                                      [--model NAME] [--serve-model NAME[:TIER] ...]
+                                      [--record DIR [--record-prefix NAME]]
 
 Installs nothing: see tests/agents/README.md. For each agent and upstream type it starts the
 fake upstream (in this process, so what it received can be inspected), `costr serve` with a
@@ -12,6 +15,8 @@ the agent and Costr (to report what the agent itself sent). The agent is configu
 the agent's own file-reading tool, then, once the tool's result comes back, a final text.
 PASS needs: the agent exits 0, prints the final text, and the fake received the tool's result
 holding notes.txt's content (so the tool really ran and the result made it back through Costr).
+With --record DIR it also writes every request the agent sent, scrubbed of keys and of what
+changes from run to run, as one JSON fixture per request (see record_requests).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,7 +42,6 @@ from typing import Callable
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from costr.testing import _fake_anthropic, _fake_gemini, _fake_openai
 from costr.testing._fake_answers import Answer, Ask, ToolCall
 from costr.testing import seed_key
 from costr.testing.fake_upstream import FakeUpstream, new_event_loop
@@ -55,6 +60,7 @@ class AgentSpec:
     command: Callable[[str], list[str]]       # argv, given the executable
     default_paths: list[str]                  # where README's install steps put it
     env: dict = field(default_factory=dict)   # what keeps it offline and non-interactive
+    path_dirs: list[str] = field(default_factory=list)  # put first on PATH when they exist (a runtime)
 
 
 AGENTS = {
@@ -69,8 +75,14 @@ AGENTS = {
         command=lambda exe: [exe, "-z", PROMPT],
         default_paths=["/tmp/hermes-venv/bin/hermes"],
         env={"HERMES_ACCEPT_HOOKS": "1"}),
+    # OpenClaw needs Node >= 24.16 (README: npm install node@24 into /tmp/node24)
+    "openclaw": AgentSpec(
+        name="openclaw", executable="openclaw", read_tool="read", read_arguments=lambda path: {"path": str(path)},
+        command=lambda exe: [exe, "agent", "--local", "-m", PROMPT],
+        default_paths=["/tmp/openclaw/node_modules/.bin/openclaw"],
+        env={"OPENCLAW_NO_AUTO_UPDATE": "1", "OPENCLAW_DISABLE_BONJOUR": "1", "OPENCLAW_NO_RESPAWN": "1"},
+        path_dirs=["/tmp/node24/node_modules/node/bin"]),
 }
-WIRE = {"openai": _fake_openai, "anthropic": _fake_anthropic, "gemini": _fake_gemini}
 # The gemini-type fake is run as Gemini 3, which signs its tool calls and refuses the next step
 # unless each call comes back with its thought signature.
 GEMINI_MODEL = "gemini-3-flash-preview"
@@ -80,16 +92,19 @@ CHAT_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
 
 class ToolThenAnswer:
     """The fake's answers for one run: a call to `tool` the first time the agent offers it, the
-    final text once that tool's result comes back, and "ok" to anything else (an agent's side
-    requests, such as a title or a quota check, so they cannot use up the scripted answers)."""
+    final text once that tool's result comes back (the agent's next request that ends with a
+    tool result or offers the tool again: OpenClaw appends a turn of its own context after the
+    result), and "ok" to anything else (an agent's side requests, such as a title or a quota
+    check, so they cannot use up the scripted answers)."""
 
     def __init__(self, tool: str, arguments: dict):
         self.tool, self.arguments, self.called = tool, arguments, False
 
     def next_answer(self, ask: Ask) -> Answer:
-        if self.called and ask.last_is_tool_result:
+        offers = any(t.name == self.tool for t in ask.tools)
+        if self.called and (ask.last_is_tool_result or offers):
             return Answer(text=FINAL)
-        if not self.called and any(t.name == self.tool for t in ask.tools):
+        if not self.called and offers:
             self.called = True
             return Answer(tool_calls=[ToolCall(self.tool, self.arguments)])
         return Answer(text="ok")
@@ -117,15 +132,18 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def costr_serve(tmp: Path, upstream: str, fake_url: str):
-    """`costr serve` on a free port with one provider of type `upstream` pointing at the fake."""
+def costr_serve(tmp: Path, upstream: str, fake_url: str, extra_models: dict[str, str] | None = None):
+    """`costr serve` on a free port with one provider of type `upstream` pointing at the fake,
+    serving fake-budget, fake-standard and fake-premium, plus `extra_models` ({id: tier})."""
     base_url = {"openai": f"{fake_url}/v1", "gemini": f"{fake_url}/v1beta"}.get(upstream, fake_url)
     upstream_name = f"upstream_name: {GEMINI_MODEL}, " if upstream == "gemini" else ""
+    prices = {"budget": (0.1, 0.4), "standard": (1, 4), "premium": (5, 20)}
+    served = {f"fake-{tier}": tier for tier in prices} | dict(extra_models or {})
     models = "\n".join(
-        f"  - {{id: fake-{tier}, provider: fake, tier: {tier}, {upstream_name}"
-        f"price: {{input: {i}, output: {o}}}, "
+        f"  - {{id: \"{name}\", provider: fake, tier: {tier}, {upstream_name}"
+        f"price: {{input: {prices[tier][0]}, output: {prices[tier][1]}}}, "
         f"context_window: 262144, max_output_tokens: 32000, capabilities: [tools, vision, json_output]}}"
-        for tier, i, o in [("budget", 0.1, 0.4), ("standard", 1, 4), ("premium", 5, 20)])
+        for name, tier in served.items())
     (tmp / "providers.yaml").write_text(
         "tiers: [budget, standard, premium]\nbaseline: fake-premium\n"
         "routing: {scorer: heuristic, default_policy: balanced}\n"
@@ -241,11 +259,20 @@ class Outcome:
     evidence: list[str]
 
 
+@dataclass
+class Record:
+    """Where --record writes this run's requests: DIR/<prefix>-<nn>-<kind>.json."""
+    directory: Path
+    prefix: str
+
+
 def run_one(spec: AgentSpec, executable: str, upstream: str, timeout: float, keep: bool,
-            extra_env: dict | None = None) -> Outcome:
+            extra_env: dict | None = None, record: Record | None = None, model: str = "auto",
+            extra_models: dict[str, str] | None = None) -> Outcome:
     tmp = Path(tempfile.mkdtemp(prefix=f"costr-{spec.name}-{upstream}-"))
     try:
-        outcome = _run_in(tmp, spec, executable, upstream, timeout, extra_env or {})
+        outcome = _run_in(tmp, spec, executable, upstream, timeout, extra_env or {}, record, model,
+                          extra_models or {})
     except Exception as exc:  # a harness failure is a FAIL with its reason, not a traceback
         outcome = Outcome(spec.name, upstream, False, f"harness error: {exc!r}", [])
     if keep:
@@ -256,21 +283,24 @@ def run_one(spec: AgentSpec, executable: str, upstream: str, timeout: float, kee
 
 
 def _run_in(tmp: Path, spec: AgentSpec, executable: str, upstream: str, timeout: float,
-            extra_env: dict) -> Outcome:
+            extra_env: dict, record: Record | None = None, model: str = "auto",
+            extra_models: dict[str, str] | None = None) -> Outcome:
     work, home = tmp / "work", tmp / "home"
     work.mkdir()
     home.mkdir()
-    secret = f"The launch code is PELICAN-{secrets.token_hex(4)}."
+    code = secrets.token_hex(4)
+    secret = f"The launch code is PELICAN-{code}."
     notes = work / "notes.txt"
     notes.write_text(secret + "\n")
     script = ToolThenAnswer(spec.read_tool, spec.read_arguments(notes))
     with FakeUpstream() as fake:
         fake.script = script
-        with costr_serve(tmp, upstream, fake.url) as costr, RecordingRelay(costr) as relay:
+        with costr_serve(tmp, upstream, fake.url, extra_models) as costr, RecordingRelay(costr) as relay:
             env = {**agent_env(spec, executable, home), **extra_env}
             connect = subprocess.run(
                 [sys.executable, "-m", "costr", "connect", spec.name, "--base-url", relay.url,
-                 "--key", KEY, "--write"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+                 "--key", KEY, "--model", model, "--write"],
+                cwd=work, env=env, capture_output=True, text=True, timeout=120)
             if connect.returncode != 0:
                 return Outcome(spec.name, upstream, False, f"costr connect failed: {connect.stderr.strip()}", [])
             result = run_agent(spec.command(executable), work, env, timeout)
@@ -280,15 +310,31 @@ def _run_in(tmp: Path, spec: AgentSpec, executable: str, upstream: str, timeout:
     (tmp / "agent_requests.json").write_text(json.dumps(relay.seen, indent=1))
     (tmp / "upstream_requests.json").write_text(json.dumps([r._asdict() for r in received], indent=1))
     verdict = judge(spec, result, received, upstream, secret, script.called)
+    if record is not None:
+        scrubs = {str(path): RUN_DIR for path in {tmp, tmp.resolve()}}
+        # Claude Code also names a per-project directory after the working directory's path
+        scrubs.update({re.sub(r"[^A-Za-z0-9]", "-", old): re.sub(r"[^A-Za-z0-9]", "-", RUN_DIR)
+                       for old in list(scrubs)})
+        scrubs.update({code: SECRET_CODE, KEY: "cr-REDACTED", f"127.0.0.1:{relay.port}": "127.0.0.1:8787",
+                       f"localhost:{relay.port}": "localhost:8787"})
+        env_shown = {name: "REDACTED" if KEYISH_ENV.search(name) or KEYISH_VALUE.search(value) else value
+                     for name, value in extra_env.items()}
+        meta = {"agent": spec.name, "agent_version": agent_version(executable, env, work),
+                "recorded_with": {"argv": [spec.executable, *spec.command(executable)[1:]],
+                                  "env": env_shown, "model": model, "upstream": upstream}}
+        written = record_requests(record, meta, relay.seen, scrubs)
+        evidence.append(f"recorded {len(written)} requests: {', '.join(p.name for p in written)}")
     return Outcome(spec.name, upstream, verdict is None, verdict or "all checks held", evidence)
 
 
 def agent_env(spec: AgentSpec, executable: str, home: Path) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ANTHROPIC_", "OPENAI_", "CLAUDE_", "HERMES_", "OPENROUTER_", "COSTR_"))}
+           if not k.startswith(("ANTHROPIC_", "OPENAI_", "CLAUDE_", "HERMES_", "OPENCLAW_", "OPENROUTER_",
+                                "COSTR_"))}
+    runtimes = [d for d in spec.path_dirs if os.path.isdir(d)]
     env.update(spec.env, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-               PATH=os.pathsep.join([str(Path(executable).parent), str(Path(sys.executable).parent),
-                                     env.get("PATH", "")]))
+               PATH=os.pathsep.join([*runtimes, str(Path(executable).parent),
+                                     str(Path(sys.executable).parent), env.get("PATH", "")]))
     return env
 
 
@@ -314,18 +360,35 @@ def judge(spec, result, received, upstream, secret, called) -> str | None:
                 f"({len(received)} requests reached the fake)")
     if FINAL not in result.stdout:
         return f"the final text is not in the agent's output: {tail(result.stdout)}"
-    results = [ask.last_text for ask in asks(received, upstream) if ask.last_is_tool_result]
+    chat = CHAT_PATHS[upstream]
+    results = [text for r in received if r.path.split("?")[0].startswith(chat)
+               for text in tool_results(r.body)]
     if not any(secret in text for text in results):
         return f"no request to the fake carried the tool result with notes.txt's content: {results!r:.300}"
     return None
 
 
-def asks(received, upstream: str) -> list[Ask]:
-    chat = CHAT_PATHS[upstream]
-    read = ((lambda body: _fake_gemini.read_ask(body, GEMINI_MODEL)) if upstream == "gemini"
-            else WIRE[upstream].read_ask)
-    return [read(r.body) for r in received
-            if r.path.split("?")[0].startswith(chat) and isinstance(r.body, dict)]
+def tool_results(body) -> list[str]:
+    """Each tool result a request (or a list of messages) carries, wherever it sits, as
+    JSON text: an OpenAI `tool` message, an Anthropic `tool_result` block, a Gemini
+    `functionResponse` part."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if (node.get("role") in ("tool", "function") and "content" in node
+                    or node.get("type") == "tool_result" or "functionResponse" in node
+                    or "function_response" in node):
+                found.append(json.dumps(node))
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk((body.get("messages") or body.get("contents") or []) if isinstance(body, dict) else body)
+    return found
 
 
 def describe(seen: list[dict], received, upstream: str) -> list[str]:
@@ -359,6 +422,162 @@ def tail(text: str, chars: int = 400) -> str:
     return text[-chars:] if text else "(nothing)"
 
 
+# -- recording (--record) ----------------------------------------------------------------------
+
+RUN_DIR = "/tmp/costr-agent-run"   # stands for the run's temporary directory (work/, home/ ...)
+SECRET_CODE = "SECRET00"           # stands for notes.txt's random code (PELICAN-<code>)
+# Transport details of the relay hop, not the agent's choice (host also carries a random port).
+TRANSPORT_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+KEY_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
+               "cookie", "set-cookie"}
+KEYISH_NAME = re.compile(r"key|token|secret|password|auth|cookie", re.IGNORECASE)
+KEYISH_ENV = re.compile(r"key|secret|password|auth|credential|cookie", re.IGNORECASE)
+KEYISH_VALUE = re.compile(r"\b(bearer|basic)\s|\b(sk|cr|pk|rk)-[A-Za-z0-9_-]{8,}", re.IGNORECASE)
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+HEX = re.compile(r"^[0-9a-f]{16,}$", re.IGNORECASE)
+# A session id written into prompt text (OpenClaw's "Runtime: ... | sessionId=<uuid> | ...")
+SESSION_IN_TEXT = re.compile(r"session_?id[\"']?\s*[=:]\s*[\"']?"
+                             r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.IGNORECASE)
+# Identifiers minted afresh each run: the agent's session and device, and tool-call ids.
+RANDOM_ID_KEYS = {"session_id", "device_id", "user_id", "account_uuid", "conversation_id", "sessionId",
+                  "tool_use_id", "tool_call_id", "call_id"}
+SIDE_CALLS = [("title", "title"), ("summar", "summary"), ("topic", "topic"), ("quota", "quota"),
+              ("compact", "compact"), ("memor", "memory"), ("classif", "classifier"),
+              ("suggest", "suggestion")]
+
+
+def agent_version(executable: str, env: dict, cwd: Path) -> str:
+    """`<agent> --version`, reduced to its version number (the whole first line if it has none)."""
+    try:
+        out = subprocess.run([executable, "--version"], check=False, cwd=cwd, env=env,
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    line = (out.stdout or out.stderr).strip().splitlines()[:1]
+    found = re.search(r"\d+\.\d+(?:\.\d+)?(?:[-.][0-9A-Za-z.]+)?", line[0]) if line else None
+    return found.group(0) if found else (line[0] if line else "unknown")
+
+
+def record_requests(record: Record, meta: dict, seen: list[dict], scrubs: dict[str, str]) -> list[Path]:
+    """Write each request the agent sent as DIR/<prefix>-<nn>-<kind>.json: `meta` (agent,
+    agent_version, recorded_with), then method, path, headers and the parsed JSON body, as sent,
+    except: headers that carry a key (or only describe the relay hop) are dropped; the run's
+    temporary directory, notes.txt's code, the key and the relay's port become fixed
+    placeholders (`scrubs`); and ids minted afresh each run (session, device, tool calls)
+    become stable ones, the same value always the same placeholder. Earlier files of the same
+    prefix are removed first, so a re-recording replaces them."""
+    record.directory.mkdir(parents=True, exist_ok=True)
+    for old in record.directory.glob(f"{record.prefix}-[0-9][0-9]-*.json"):
+        old.unlink()
+    scrubs = dict(scrubs)
+    ids: dict[str, str] = {}
+    for entry in seen:
+        collect_random_ids(entry, ids)
+    scrubs.update(ids)
+    written = []
+    for number, entry in enumerate(seen, 1):
+        headers = {name: value for name, value in entry["headers"].items() if keep_header(name, value)}
+        fixture = {**meta, "method": entry["method"], "path": entry["path"], "headers": headers,
+                   "body": entry["body"]}
+        fixture = replace_strings(fixture, scrubs)
+        path = record.directory / f"{record.prefix}-{number:02d}-{short_kind(fixture)}.json"
+        path.write_text(json.dumps(fixture, indent=1, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
+def keep_header(name: str, value: str) -> bool:
+    name = name.lower()
+    if name in TRANSPORT_HEADERS or name in KEY_HEADERS or KEYISH_VALUE.search(value):
+        return False
+    # x-*-session-id is an identifier, not a credential; any other key-like name is dropped
+    return not KEYISH_NAME.search(name.replace("session-id", ""))
+
+
+def collect_random_ids(entry: dict, ids: dict[str, str]) -> None:
+    """Map each per-run identifier found in `entry` to a stable placeholder, in order of appearance."""
+    def note(value):
+        if isinstance(value, str) and len(value) >= 8 and value not in ids:
+            ids[value] = placeholder(value, len(ids) + 1)
+
+    def walk(node, key=None):
+        if isinstance(node, dict):
+            if node.get("type") in ("tool_use", "function_call", "server_tool_use") or "function" in node:
+                note(node.get("id"))
+            for k, v in node.items():
+                if k in RANDOM_ID_KEYS and isinstance(v, str) and not v.startswith("{"):
+                    note(v)
+                walk(v, k)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, key)
+        elif isinstance(node, str):
+            for match in SESSION_IN_TEXT.finditer(node):
+                note(match.group(1))
+            if key in ("user_id", "metadata") and node.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    walk(json.loads(node))   # Claude Code's metadata.user_id is a JSON string
+
+    for name, value in entry["headers"].items():
+        if name.lower() == "traceparent":     # W3C trace context: version-traceid-spanid-flags
+            for part in value.split("-")[1:3]:
+                note(part)
+        elif UUID.match(value) or (name.lower().endswith("-id") and HEX.match(value)):
+            note(value)
+    walk(entry["body"])
+
+
+def placeholder(value: str, n: int) -> str:
+    """A stand-in for a random `value`, of the same shape."""
+    if UUID.match(value):
+        return f"00000000-0000-4000-8000-{n:012d}"
+    if HEX.match(value):
+        return f"{n:0{len(value)}x}"
+    head, sep, rest = value.partition("_")     # keep a type prefix: toolu_, call_, msg_ ...
+    prefix = head + sep if sep and head.isalpha() and len(head) <= 8 else ""
+    rest = value[len(prefix):]
+    lead = "01Fixture" if re.fullmatch(r"01[A-Za-z0-9]{20,}", rest) else "fixture"  # toolu_01...
+    return f"{prefix}{lead}{n:0{min(max(len(rest) - len(lead), 2), 24)}d}"
+
+
+def replace_strings(node, scrubs: dict[str, str]):
+    if isinstance(node, str):
+        for old in sorted(scrubs, key=len, reverse=True):
+            if old in node:
+                node = node.replace(old, scrubs[old])
+        return node
+    if isinstance(node, dict):
+        return {replace_strings(k, scrubs): replace_strings(v, scrubs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [replace_strings(item, scrubs) for item in node]
+    return node
+
+
+def short_kind(fixture: dict) -> str:
+    """What the call is, judged from its path, model and body: main-turn, tool-result,
+    background-<what> (a side call offering no tools), count-tokens, or get-<path> for a probe."""
+    path = fixture["path"].split("?")[0]
+    body = fixture["body"] if isinstance(fixture["body"], dict) else None
+    slug = re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-") or "root"
+    if body is None:
+        return f"{fixture['method'].lower()}-{slug}"
+    if "count_tokens" in path or path.endswith(":countTokens"):
+        return "count-tokens"
+    messages = body.get("messages") or body.get("input") or body.get("contents") or []
+    if not body.get("tools"):
+        text = json.dumps([body.get("system"), body.get("instructions"), messages[:1], messages[-1:]]).lower()
+        model = str(body.get("model", "")).lower()
+        what = next((kind for word, kind in SIDE_CALLS if word in text),
+                    "haiku" if "haiku" in model else "call")
+        return f"background-{what}"
+    # a tool result since the model last spoke (OpenClaw appends a context turn after it)
+    spoke = [i for i, m in enumerate(messages)
+             if isinstance(m, dict) and m.get("role") in ("assistant", "model")]
+    if tool_results(messages[spoke[-1] + 1:] if spoke else messages):
+        return "tool-result"
+    return "main-turn"
+
+
 # -- command line -------------------------------------------------------------------------------
 
 def find_executable(name: str, given: str | None) -> str | None:
@@ -370,28 +589,56 @@ def find_executable(name: str, given: str | None) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agent", choices=["claude-code", "hermes", "all"], default="all")
+    parser.add_argument("--agent", choices=[*AGENTS, "all"], default="all")
     parser.add_argument("--upstream", choices=["openai", "anthropic", "gemini", "all"], default="all")
     parser.add_argument("--claude", help="the claude executable (default: PATH, then /tmp/agents)")
     parser.add_argument("--hermes", help="the hermes executable (default: PATH, then /tmp/hermes-venv)")
+    parser.add_argument("--openclaw", help="the openclaw executable (default: PATH, then /tmp/openclaw)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per agent run")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra environment variable for the agent (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep each run's temporary directory")
     parser.add_argument("--quiet", action="store_true", help="print the verdicts only")
+    parser.add_argument("--model", default="auto",
+                        help="the model the agent is told to ask for (costr connect --model; default auto); "
+                             "a name other than auto or fake-* is served too, as a premium-tier model")
+    parser.add_argument("--serve-model", action="append", default=[], metavar="NAME[:TIER]",
+                        help="also serve model NAME (tier budget, standard or premium; default "
+                             "premium) on the fake, e.g. for a name the agent asks for by itself")
+    parser.add_argument("--record", metavar="DIR", type=Path,
+                        help="write every request the agent sent, scrubbed, as DIR/<prefix>-<nn>-<kind>.json")
+    parser.add_argument("--record-prefix", metavar="NAME",
+                        help="file name prefix for --record (default: the agent's name, plus the "
+                             "upstream type when several are run)")
     args = parser.parse_args(argv)
     names = list(AGENTS) if args.agent == "all" else [args.agent]
     upstreams = ["openai", "anthropic", "gemini"] if args.upstream == "all" else [args.upstream]
+    if args.record_prefix and len(names) * len(upstreams) > 1:
+        parser.error("--record-prefix names the files of one run: give one --agent and one --upstream")
+    extra_models = {}
+    for item in args.serve_model:
+        name, _, tier = item.partition(":")
+        if tier not in ("", "budget", "standard", "premium"):
+            parser.error(f"--serve-model {item}: the tier must be budget, standard or premium")
+        extra_models[name] = tier or "premium"
+    if args.model != "auto" and not args.model.startswith("fake-"):
+        extra_models.setdefault(args.model, "premium")
     outcomes = []
     for name in names:
-        executable = find_executable(name, args.claude if name == "claude-code" else args.hermes)
+        executable = find_executable(name, {"claude-code": args.claude, "hermes": args.hermes,
+                                            "openclaw": args.openclaw}[name])
         for upstream in upstreams:
             if executable is None:
                 outcome = Outcome(name, upstream, False, f"{AGENTS[name].executable} not found (see tests/agents/README.md)", [])
             else:
                 print(f"running {name} ({executable}) through Costr, {upstream}-type upstream ...", flush=True)
                 extra = dict(item.split("=", 1) for item in args.env)
-                outcome = run_one(AGENTS[name], executable, upstream, args.timeout, args.keep, extra)
+                record = None
+                if args.record:
+                    prefix = args.record_prefix or (name if len(upstreams) == 1 else f"{name}-{upstream}")
+                    record = Record(args.record, prefix)
+                outcome = run_one(AGENTS[name], executable, upstream, args.timeout, args.keep, extra, record,
+                                  args.model, extra_models)
             outcomes.append(outcome)
             if not args.quiet:
                 print("\n".join(outcome.evidence))
