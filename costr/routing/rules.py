@@ -8,8 +8,6 @@ from typing import Mapping
 from costr.config.rules import Rule, When
 from costr.wire.conversation import ChatRequest
 
-# Efforts that ask for extended thinking; "low" and "minimal" ask for less of it, not for it.
-THINKING_EFFORTS = frozenset({"medium", "high"})
 
 
 def first_match(rules: tuple[Rule, ...], request: ChatRequest, headers: Mapping | None,
@@ -41,8 +39,10 @@ def matches(when: When, request: ChatRequest, headers: Mapping, prompt_tokens: i
 
 
 def thinking_requested(request: ChatRequest) -> bool:
-    """Extended thinking asked for: a thinking budget, or a reasoning effort of medium or more."""
-    return bool(request.thinking_budget) or request.reasoning_effort in THINKING_EFFORTS
+    """Extended thinking asked for with a budget of its own (Anthropic's `thinking: {type:
+    enabled, budget_tokens}`). Efforts and adaptive thinking do not count: Claude Code sends
+    adaptive thinking and effort "high" on every turn, so they say nothing about this one."""
+    return bool(request.thinking_budget)
 
 
 def apply_rule(rule: Rule, tier: str, tiers: list[str]) -> str:

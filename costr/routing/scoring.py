@@ -35,8 +35,10 @@ class TrainedScorer(Scorer, Protocol):
 # turn of its own, after the real ask); it is boilerplate, not the ask.
 _INJECTED = re.compile(r"<(system-reminder|context|environment_details)>.*?</\1>"
                        r"|<<<BEGIN_([A-Z][A-Z_]*)>>>.*?<<<END_\2>>>", re.S)
-# ... and some stamp each ask with when it was sent: `[Fri 2026-12-04 03:56 UTC] ask`.
+# ... and some stamp each ask with when it was sent (`[Fri 2026-12-04 03:56 UTC] ask`) or end it
+# with a line of their own state (`Runtime: agent=main | session=... | shell=bash`).
 _SENT_AT = re.compile(r"\s*\[[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)?(?: [\w+:/-]+)?\]\s*")
+_STATE_LINE = re.compile(r"\n+[A-Z][a-z]+: \w+=[^\n]*(?: \| \w+=[^\n|]*)+\s*\Z")
 
 
 def user_ask(request: ChatRequest, limit: int = 12_000) -> str:
@@ -51,7 +53,7 @@ def user_ask(request: ChatRequest, limit: int = 12_000) -> str:
             text = _INJECTED.sub("", text)
         sent_at = _SENT_AT.match(text)
         if sent_at:
-            text = text[sent_at.end():]
+            text = _STATE_LINE.sub("", text[sent_at.end():])
         if text.strip():
             return text if len(text) <= limit else text[: limit // 2] + "\n" + text[-limit // 2:]
     return ""
