@@ -242,3 +242,36 @@ def test_the_shipped_configuration_routes_without_any_provider_key(tmp_path, cap
     report = json.loads(capsys.readouterr().out)
     assert report["weak_tier"] == "budget" and report["strong_tiers"] == ["standard", "premium"]
     assert set(report["datasets"][0]["policies"]) >= {"balanced", "low", "quality"}
+
+
+def test_graded_models_without_a_price_are_left_out_of_the_pair(setup, capsys):
+    # arena-chat grades 14 models; the pair compared is the priced one
+    records = [record(i, hard=i % 2 == 0, **{"weak-m": 0.0 if i % 2 == 0 else 1.0,
+                                           "strong-m": 1.0, "mystery": 1.0}) for i in range(20)]
+    assert setup(records) == 0
+    out = capsys.readouterr().out
+    assert "weak weak-m" in out and "strong strong-m" in out
+
+
+def test_a_policy_that_keeps_less_than_it_promises_is_flagged(setup, capsys):
+    # The score ranks backwards: the weak model fails exactly the asks it calls easy.
+    records = [record(i, hard=i % 2 == 0, **{"weak-m": 1.0 if i % 2 == 0 else 0.0,
+                                           "strong-m": 1.0}) for i in range(20)]
+    policy = setup.dir / "policies" / "balanced.yaml"
+    policy.write_text("type: thresholds\npromise: 0.95\nthresholds: {premium: 0.5}\n")
+    assert setup(records, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    point = report["datasets"][0]["policies"]["balanced"]
+    assert point["promise"] == 0.95 and point["broken"] is True
+    assert setup(records) == 0
+    assert "95.0% BROKEN" in capsys.readouterr().out
+    policy.write_text("type: thresholds\npromise: 0.5\nthresholds: {premium: 0.5}\n")
+    assert setup(records) == 0
+    assert "50.0% kept" in capsys.readouterr().out
+
+
+def test_a_promise_must_be_a_share(setup, capsys):
+    (setup.dir / "policies" / "balanced.yaml").write_text(
+        "type: thresholds\npromise: 95\nthresholds: {premium: 0.5}\n")
+    assert setup([record(i, hard=i % 2 == 0) for i in range(4)]) == 2
+    assert "promise: Input should be less than or equal to 1" in capsys.readouterr().err

@@ -75,7 +75,8 @@ def test_costr_check_reports_a_bad_form_threshold_at_its_line(tmp_path, capsys):
 
 def test_the_shipped_balanced_policy_routes_by_form():
     options = yaml.safe_load((ROOT / "routing_policies" / "balanced.yaml").read_text())
-    options.pop("type"), options.pop("description"), options.pop("rules", None)  # rules: Costr's own
+    for own in ("type", "description", "rules", "promise"):   # Costr's keys, not the type's
+        options.pop(own, None)
     p = policy(**options)
     common = options["thresholds"]["standard"]
     choice = options["form_thresholds"]["choice"]["standard"]

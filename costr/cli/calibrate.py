@@ -81,7 +81,9 @@ def _settings(args, live) -> tuple[dict[str, float], dict[str, float]]:
     have thresholds, then the command line's."""
     policies = {name for name, (_, options) in live.config.policies.items()
                 if isinstance(options.get("thresholds"), dict)}
-    targets = {n: t for n, t in DEFAULT_TARGETS.items() if n in policies}
+    # A policy's own promise is its target; the shipped policies' names have defaults too.
+    targets = {n: live.config.promises.get(n, DEFAULT_TARGETS.get(n)) for n in policies
+               if n in live.config.promises or n in DEFAULT_TARGETS}
     shares = {n: s for n, s in DEFAULT_PREMIUM_SHARES.items() if n in policies}
     for option, items, into in (("--target", args.target, targets),
                                 ("--premium-share", args.premium_share, shares)):

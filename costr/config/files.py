@@ -106,6 +106,9 @@ class PolicyFile(BaseModel):
     type: str = "thresholds"
     description: str = ""
     rules: list[RuleEntry] = []   # Costr's own: ordered exceptions, any policy type (rules.py)
+    # The share of the strong model's quality the policy promises to keep (costr eval checks it
+    # on every dataset, costr calibrate aims at it).
+    promise: float | None = Field(default=None, gt=0, le=1)
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Config:
     feedback: FeedbackEntry = field(default_factory=FeedbackEntry)
     sources: list[Path] = field(default_factory=list)
     rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)   # policy -> its rules
+    promises: dict[str, float] = field(default_factory=dict)  # policy -> quality share promised
 
     def missing_credentials(self) -> dict[str, str]:
         """Providers whose api_key_env is unset: name -> variable."""
@@ -349,4 +353,5 @@ def _build(parsed: ProvidersFile, providers: dict[str, ProviderSettings], polici
         routing=parsed.routing, default_embedding_model=parsed.default_embedding_model,
         cache=parsed.cache, feedback=parsed.feedback,
         sources=sources,
-        rules={name: plain_rules(p.rules) for name, (p, _, _) in policies.items()})
+        rules={name: plain_rules(p.rules) for name, (p, _, _) in policies.items()},
+        promises={name: p.promise for name, (p, _, _) in policies.items() if p.promise})

@@ -186,12 +186,15 @@ def _pick_models(rows: list[Routed], prices: dict, dataset: str) -> tuple[str, s
         if len(common) < 2:
             raise EvalError(f"line {row.line}: dataset {dataset!r} needs two models scored on "
                             f"every record; after this record only {sorted(common)} are")
-    unpriced = sorted(m for m in common if m not in prices)
-    if unpriced:
+    # Models with no price cannot be costed, so the pair is chosen among the priced ones
+    # (arena-chat grades 14 models; its pair is the two the prices name).
+    priced = sorted(m for m in common if m in prices)
+    if len(priced) < 2:
+        unpriced = sorted(common - set(priced))
         raise EvalError(f"dataset {dataset!r}: no price for {', '.join(unpriced)}; add them to a "
                         "prices file (see costr/evaluation/eval_prices.yaml) and pass --prices FILE")
-    weak = min(sorted(common), key=lambda m: prices[m][0] + prices[m][1])
-    strong = max(sorted(common), key=lambda m: sum(r.scores[m] for r in rows))
+    weak = min(priced, key=lambda m: prices[m][0] + prices[m][1])
+    strong = max(priced, key=lambda m: sum(r.scores[m] for r in rows))
     if weak == strong:
         raise EvalError(f"dataset {dataset!r}: the cheapest model, {weak}, also scores best; "
                         "there is nothing to route")
@@ -220,10 +223,22 @@ def build_report(routed: list[Routed], live: LiveConfig, prices: dict, output_to
         "apgr_min": min(apgrs) if apgrs else None,
         "policies": {p: policy_point(pooled, pooled_tiers[p], to_strong) for p in live.policies},
     }
+    promises = live.config.promises
+    for entry in [*datasets, overall]:
+        for name, point in entry["policies"].items():
+            point["promise"] = promises.get(name)
+            point["broken"] = _broken(point, promises.get(name))
     return {"scorer": live.config.routing.scorer, "tiers": tiers, "weak_tier": tiers[0],
             "strong_tiers": tiers[1:], "bootstrap": resamples, "seed": seed,
             "typical_output_tokens": output_tokens, "datasets": datasets, "overall": overall,
             "confidence": _confidence_reliability(live, split)}
+
+
+def _broken(point: dict, promise: float | None) -> bool | None:
+    """Whether the quality kept falls short of the policy's promise (None: no promise)."""
+    kept = point["quality_kept"]
+    kept = kept["value"] if isinstance(kept, dict) else kept
+    return None if promise is None or kept is None else kept < promise - 1e-12
 
 
 def _confidence_reliability(live: LiveConfig, split: list[Dataset]) -> dict | None:
@@ -306,10 +321,18 @@ def _policy_rows(policies: dict, tiers: list[str], show, width: int) -> list[str
     """A header and one row per policy: its share per tier, strong share, quality kept, savings
     (`show` formats the last three: with or without intervals)."""
     rows = ["  " + f"{'policy':<10}" + "".join(f"{t:>10}" for t in tiers)
-            + "  " + "".join(f"{h:<{width}}" for h in ("strong share", "quality kept")) + "savings"]
+            + "  " + "".join(f"{h:<{width}}" for h in ("strong share", "quality kept"))
+            + f"{'savings':<{width}}promise"]
     for name, point in policies.items():
         rows.append("  " + f"{name:<10}" + "".join(
             f"{_pct(point['tier_share'].get(t, 0.0)):>10}" for t in tiers)
             + "  " + "".join(f"{show(point[k]):<{width}}" for k in ("strong_share", "quality_kept"))
-            + show(point["savings"]))
+            + f"{show(point['savings']):<{width}}" + _promise(point))
     return rows
+
+
+def _promise(point: dict) -> str:
+    if point.get("promise") is None:
+        return "-"
+    verdict = "BROKEN" if point["broken"] else "kept"
+    return f"{_pct(point['promise']).strip()} {verdict}"
