@@ -123,3 +123,14 @@ def test_a_stamped_ask_with_agent_context_routes_as_the_bare_ask(local_gateway):
         assert bare.status_code == wrapped.status_code == 200, wrapped.text
         assert wrapped.json()["x_routing"]["tier"] == bare.json()["x_routing"]["tier"]
         assert wrapped.json()["complexity"]["score"] == bare.json()["complexity"]["score"]
+
+
+def test_markers_left_unclosed_stay_part_of_the_ask_and_closed_blocks_after_them_go():
+    from costr.routing.scoring import user_ask
+    text = ("<context>" * 3 + "Explain <<<BEGIN_NOTES>>> quicksort"
+            + "<system-reminder>x</system-reminder><<<BEGIN_A>>>y<<<END_A>>>")
+    request = ChatRequest([Message("user", [Text(text)])])
+    assert user_ask(request) == "<context><context><context>Explain <<<BEGIN_NOTES>>> quicksort"
+    # a state line is only the agent's when the ask carries its send-time stamp
+    plain = "Compare these\nRuntime: a=1 | b=2"
+    assert user_ask(ChatRequest([Message("user", [Text(plain)])])) == plain

@@ -9,7 +9,6 @@ from costr.config.rules import Rule, When
 from costr.wire.conversation import ChatRequest
 
 
-
 def first_match(rules: tuple[Rule, ...], request: ChatRequest, headers: Mapping | None,
                 prompt_tokens: int, routed: bool) -> Rule | None:
     """The first rule whose every condition holds. For a request naming a model rather than

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -33,12 +34,12 @@ class TrainedScorer(Scorer, Protocol):
 # Agents wrap context they inject into the user's turn (file listings, reminders, memory) in
 # these tags, or in <<<BEGIN_NAME>>> ... <<<END_NAME>>> markers (some send such a block as a user
 # turn of its own, after the real ask); it is boilerplate, not the ask.
-_INJECTED = re.compile(r"<(system-reminder|context|environment_details)>.*?</\1>"
-                       r"|<<<BEGIN_([A-Z][A-Z_]*)>>>.*?<<<END_\2>>>", re.S)
-# ... and some stamp each ask with when it was sent (`[Fri 2026-12-04 03:56 UTC] ask`) or end it
+_OPENER = re.compile(r"<(system-reminder|context|environment_details)>|<<<BEGIN_([A-Z][A-Z_]*)>>>")
+_CLOSER = re.compile(r"</(system-reminder|context|environment_details)>|<<<END_([A-Z][A-Z_]*)>>>")
+# ... and some stamp each ask with when it was sent (`[Fri 2026-12-04 03:56 UTC] ask`) and end it
 # with a line of their own state (`Runtime: agent=main | session=... | shell=bash`).
 _SENT_AT = re.compile(r"\s*\[[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)?(?: [\w+:/-]+)?\]\s*")
-_STATE_LINE = re.compile(r"\n+[A-Z][a-z]+: \w+=[^\n]*(?: \| \w+=[^\n|]*)+\s*\Z")
+_STATE_LINE = re.compile(r"[A-Z][a-z]+: \w+=[^\n|]*(?: \| \w+=[^\n|]*)+")
 
 
 def user_ask(request: ChatRequest, limit: int = 12_000) -> str:
@@ -50,13 +51,40 @@ def user_ask(request: ChatRequest, limit: int = 12_000) -> str:
             continue
         text = "".join(p.text for p in message.parts if isinstance(p, Text))
         if "<" in text:
-            text = _INJECTED.sub("", text)
+            text = _without_injected(text)
         sent_at = _SENT_AT.match(text)
         if sent_at:
-            text = _STATE_LINE.sub("", text[sent_at.end():])
+            text = _without_state_line(text[sent_at.end():])
         if text.strip():
             return text if len(text) <= limit else text[: limit // 2] + "\n" + text[-limit // 2:]
     return ""
+
+
+def _without_injected(text: str) -> str:
+    """`text` less every injected block, each from its opener to the nearest closer after it.
+    One pass over the openers and one over the closers, whatever the text holds: a regex with
+    `.*?` rescans to the end for every opener left unclosed, and a client can send many."""
+    closers: dict[str, list[int]] = {}
+    for closer in _CLOSER.finditer(text):
+        closers.setdefault(closer[1] or closer[2], []).append(closer.start())
+    if not closers:
+        return text
+    pieces, start, pos = [], 0, 0
+    while (opener := _OPENER.search(text, pos)):
+        name = opener[1] or opener[2]
+        ends = closers.get(name, ())
+        i = bisect_left(ends, opener.end())
+        if i == len(ends):
+            pos = opener.end()
+            continue
+        pieces.append(text[start:opener.start()])
+        start = pos = ends[i] + len(f"</{name}>" if opener[1] else f"<<<END_{name}>>>")
+    return "".join(pieces) + text[start:]
+
+
+def _without_state_line(text: str) -> str:
+    head, newline, last = text.rstrip().rpartition("\n")
+    return head.rstrip("\n") if newline and _STATE_LINE.fullmatch(last) else text
 
 
 def estimate_tokens(request: ChatRequest) -> int:
