@@ -102,7 +102,7 @@ def test_the_first_matching_rule_wins(tmp_path):
     ("  - {name: a, when: {thinking: true}}", "give what the rule does"),
     ("  - {name: a, when: {thinkin: true}, tier: budget}", "rules[0].when.thinkin: unknown key"),
     ("  - {name: a, when: {tools: true}, capabilities: [telepathy]}",
-     "rules[0].capabilities[0]: 'telepathy' is not one of"),
+     "rules[0].capabilities[0]: Input should be 'tools', 'vision', 'json_output' or"),
     ("  - {name: a, when: {tools: true}, tier: budget}\n  - {name: a, when: {images: true}, "
      "tier: budget}", "rules[1].name: rule name 'a' is used twice"),
 ])

@@ -19,7 +19,7 @@ from costr.config.checks import check_with_plugins
 from costr.errors import ConfigError
 from costr.config.plugin_options import dotted_key
 from costr.config.rules import Rule, RuleEntry, plain_rules, rule_problems
-from costr.wire.providers import ModelSpec, Price, ProviderSettings
+from costr.wire.providers import CAPABILITIES, ModelSpec, Price, ProviderSettings
 from costr.wire.upstream import Timeouts
 
 class _Strict(BaseModel):
@@ -55,7 +55,7 @@ class ModelEntry(_Strict):
     context_window: int = Field(gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
     upstream_name: str | None = None
-    capabilities: list[Literal["tools", "vision", "json_output", "reasoning"]] = []
+    capabilities: list[Literal[CAPABILITIES]] = []
     mode: Literal["chat", "embedding"] = "chat"
     options: dict[str, Any] = {}
 

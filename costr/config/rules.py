@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from costr.wire.providers import CAPABILITIES
@@ -51,7 +53,7 @@ class RuleEntry(BaseModel):
     when: WhenEntry
     tier: str | None = None
     min_tier: str | None = None
-    capabilities: list[str] = []
+    capabilities: list[Literal[CAPABILITIES]] = []
 
     @model_validator(mode="after")
     def _one_action(self) -> "RuleEntry":
@@ -94,10 +96,6 @@ def rule_problems(rules: list[RuleEntry], tiers: list[str]) -> list[tuple[tuple,
             value = getattr(rule, key)
             if value is not None and value not in tiers:
                 problems.append((("rules", i, key), f"{value!r} is not one of tiers {tiers}"))
-        for j, capability in enumerate(rule.capabilities):
-            if capability not in CAPABILITIES:
-                problems.append((("rules", i, "capabilities", j),
-                                 f"{capability!r} is not one of {list(CAPABILITIES)}"))
     return problems
 
 
