@@ -126,8 +126,13 @@ def test_the_rule_is_in_x_routing_the_headers_and_the_dry_run(tmp_path, fake_ups
                          headers={**AUTH, "anthropic-version": "2023-06-01"})
         plain = httpx.post(f"{base}/v1/chat/completions", headers=AUTH, timeout=20, json={
             "model": "auto", "messages": [{"role": "user", "content": EASY}]})
+        # token counting never fails on a name: one no rule routes is estimated
+        counted = httpx.post(f"{base}/v1/messages/count_tokens", timeout=20, json={
+            "model": "mystery-model", "messages": [{"role": "user", "content": EASY}]},
+            headers={**AUTH, "anthropic-version": "2023-06-01"})
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-costr-rule"] == "thinking" and answer.headers["x-costr-tier"] == "premium"
     assert answer.json()["x_routing"]["rule"] == "thinking"
     assert dry.json()["x_routing"]["rule"] == "thinking"
     assert plain.json()["x_routing"]["rule"] is None and "x-costr-rule" not in plain.headers
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0

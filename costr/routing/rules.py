@@ -52,10 +52,5 @@ def apply_rule(rule: Rule, tier: str, tiers: list[str]) -> str:
     return tier
 
 
-def names_model(rules: tuple[Rule, ...], name: str) -> bool:
-    """Whether some rule routes requests for this model name."""
-    return any(rule.when.model and _any(rule.when.model, name) for rule in rules)
-
-
 def _any(globs: tuple[str, ...], value: str | None) -> bool:
     return value is not None and any(fnmatchcase(value.lower(), glob) for glob in globs)

@@ -16,14 +16,13 @@ from starlette.responses import Response, StreamingResponse
 
 from costr.accounts.books import Books, Entry
 from costr.wire.conversation import ChatRequest, ChatResponse, Frame, Usage
-from costr.errors import CostrError, UpstreamError
+from costr.errors import CostrError, ModelNotFound, UpstreamError
 from costr.wire.formats import ApiFormat, RoutingFacts
 from costr.accounts.kept_prompts import PromptKeeper
 from costr.routing.live import ConfigHolder, LiveConfig
 from costr.config.pricing import expected_usage, savings_percent
 from costr.wire.providers import ModelSpec
-from costr.routing.route import Route, check_priority, route_request
-from costr.routing.rules import names_model
+from costr.routing.route import Route, route_request
 from costr.routing.scoring import estimate_tokens
 from costr.cache.responses import CachePlan, ResponseCache, replay_frames
 from costr.routing.sessions import SessionTiers
@@ -236,12 +235,12 @@ async def count_input_tokens(gateway: Gateway, fmt: ApiFormat, body: bytes, head
     # A format whose count requests differ from its chat requests (no max_tokens) says so.
     decode = getattr(fmt, "decode_count_request", fmt.decode_request)
     request = decode(body, headers)
-    policy = check_priority(live, headers.get("x-cost-priority"))
-    known = (request.model in live.auto_names or request.model in live.chat_models
-             or names_model(live.config.rules.get(policy, ()), request.model))
     tokens = None
-    if known:
-        route = route_request(live, request, policy, headers=headers)
+    try:
+        route = route_request(live, request, headers.get("x-cost-priority"), headers=headers)
+    except ModelNotFound:
+        route = None
+    if route is not None:
         model = route.candidates[0]
         try:
             tokens = await live.provider_for(model).count_tokens(request, model)
