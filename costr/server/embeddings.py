@@ -2,13 +2,15 @@
 hold its estimated cost, call the provider, settle, encode in the client's format."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from costr.accounts.books import Books, Entry
 from costr.accounts.records import MICROS
 from costr.config.pricing import cost_usd
 from costr.errors import CostrError, ModelNotFound, NoUsableProvider, UpstreamError
 from costr.routing.live import LiveConfig
 from costr.server.pipeline import Gateway, client_facing, json_response
-from costr.wire.conversation import EmbeddingRequest, Usage
+from costr.wire.conversation import Usage
 from costr.wire.formats import EmbeddingsFormat, RoutingFacts
 from costr.wire.providers import ModelSpec
 
@@ -33,10 +35,8 @@ async def _embed(live: LiveConfig, books: Books, entry: Entry, fmt: EmbeddingsFo
     # generous: the hold is settled at the upstream's count
     estimate = Usage(input_tokens=sum(len(text) for text in request.inputs) // 2 + 16)
     await books.hold(entry, max(1, round(cost_usd(model, estimate) * MICROS)))
-    upstream_request = EmbeddingRequest(request.inputs, model.id, request.dimensions,
-                                        request.user, request.raw)
     try:
-        result = await live.provider_for(model).embed(upstream_request, model)
+        result = await live.provider_for(model).embed(replace(request, model=model.id), model)
     except UpstreamError as err:
         raise client_facing(err) from None
     if not result.usage.input_tokens:
