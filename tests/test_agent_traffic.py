@@ -45,8 +45,14 @@ def test_the_fixtures_carry_no_key():
 
 
 def test_claude_codes_title_call_goes_to_budget_though_its_prompt_scores_high(dry_run):
-    decision = dry_run(recorded("claude-code-01-background-title"))
-    assert decision["complexity"]["score"] > 0.6          # the score alone would say standard
+    request = recorded("claude-code-01-background-title")
+    decision = dry_run(request)
+    # the same request from another client: no rule applies, and the score says standard
+    other = copy.deepcopy(request)
+    other["headers"] = {k: ("curl/8.5.0" if k.lower() == "user-agent" else v)
+                        for k, v in other["headers"].items()}
+    unruled = dry_run(other)["x_routing"]
+    assert (unruled["rule"], unruled["tier"]) == (None, "standard")
     assert decision["x_routing"]["rule"] == "claude-code-side-call"
     assert decision["x_routing"]["tier"] == "budget"
     assert dry_run(recorded("claude-code-01-background-title"), "quality")["x_routing"][

@@ -14,7 +14,7 @@ READ_FILE = {"type": "function", "function": {
     "name": "read_file", "description": "Read a file from the workspace",
     "parameters": {"type": "object", "properties": {"path": {"type": "string"}},
                    "required": ["path"]}}}
-HARD_PROMPT = "Prove that the square root of 2 is irrational, step by step."
+HARD_PROMPT = "Prove that for every prime p > 3, p^2 - 1 is divisible by 24."
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOCKED_ENV = "COSTR_TEST_ENDPOINTS_LOCKED_KEY"
 SIX_FIELDS = {"requested_model", "routed_model", "routed_provider", "tier", "confidence",
               "savings_percent"}
-HARD_PROMPT = "Prove that the square root of 2 is irrational, step by step."
+HARD_PROMPT = "Prove that for every prime p > 3, p^2 - 1 is divisible by 24."
 
 POOL = """\
 tiers: [budget, standard, premium]

@@ -213,7 +213,7 @@ def test_png_without_matplotlib_says_to_use_svg(setup, capsys):
     ('{"dataset": "demo", "messages": [{"role": "wizard", "content": "x"}], '
      '"scores": {"weak-m": 1, "strong-m": 1}}\n', ":3: cannot be routed"),
     ('{"dataset": "demo", "messages": [{"role": "user", "content": "x"}], '
-     '"scores": {"weak-m": 1}}\n', "line 3: dataset 'demo' needs two models"),
+     '"scores": {"weak-m": 1, "other-m": 1}}\n', "line 3: dataset 'demo' needs two models"),
 ])
 def test_bad_records_are_reported_with_their_line(setup, capsys, bad, message):
     assert setup([record(0, True), record(1, False)], lines=[bad]) == 2

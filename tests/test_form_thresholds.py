@@ -56,6 +56,17 @@ def test_bad_form_thresholds_are_refused_naming_the_key(options, message):
         policy(**options)
 
 
+def test_the_uncalibrated_confidence_is_measured_from_the_thresholds_that_decided():
+    # Two policies with the same threshold for open asks and different common ones: an open ask
+    # gets the same tier from both, so the same distance to the boundary that decided it.
+    a = policy(thresholds={"standard": 0.3}, form_thresholds={"open": {"standard": 0.6}})
+    b = policy(thresholds={"standard": 0.55}, form_thresholds={"open": {"standard": 0.6}})
+    ask = asked(0.56, "open")
+    assert a.choose_tier(ask) == b.choose_tier(ask) == "budget"
+    assert a.margin(ask) == b.margin(ask) == pytest.approx(0.04)
+    assert a.margin(asked(0.56)) == pytest.approx(0.26)   # no form: the common threshold
+
+
 def test_costr_check_reports_a_bad_form_threshold_at_its_line(tmp_path, capsys):
     from costr.cli.main import main
     policies = tmp_path / "policies"

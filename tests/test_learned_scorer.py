@@ -187,9 +187,10 @@ def test_a_follow_up_scores_like_what_it_follows_up_on(registry):
 def test_the_scoring_path_equals_the_training_path():
     model = LinearModel.load(DEFAULT_MODEL)
     for text in PROMPTS + [PROOF, HAIKU, "Statement 1 | x\nA. True\nB. False\nAnswer:"]:
-        z, form, dense = model.margin(text)
+        z, form, dense, unfamiliar = model.margin(text)
         assert z == pytest.approx(model.combine(featurize(text)), abs=1e-9)
-        assert form == featurize(text)[0] and form in ("choice", "problem", "open")
+        assert form == featurize(text)[0] and form in ("choice", "problem", "request", "open")
+        assert 0 <= unfamiliar <= 1
 
 
 def test_old_model_files_are_refused(tmp_path):

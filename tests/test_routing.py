@@ -64,8 +64,9 @@ models:
 """
 
 HARD_PROMPTS = [
-    "Prove that the square root of 2 is irrational, step by step.",
-    "Review this code for bugs:\n```python\ndef add(a, b):\n    return a - b\n```",
+    "Prove that for every prime p > 3, p^2 - 1 is divisible by 24.",
+    "Write a Rust function that parses a CSV file with quoted fields and escaped quotes, "
+    "without using any crate, and explain each edge case.",
 ]
 
 

@@ -17,14 +17,15 @@ from costr.evaluation.given_scores import ScoresError, in_sample_warning, load_g
 from costr.evaluation.policy_calibration import (DEFAULT_PREMIUM_SHARES, DEFAULT_TARGETS,
                                                  calibrate, format_result, policy_lines)
 from costr.evaluation.report import (EvalError, load_prices, offline_live_config, route_records,
-                                     split_datasets)
+                                     split_datasets, with_configured_prices)
 
 
 def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
     """Add `calibrate` to a `costr` subparsers object."""
     p = subparsers.add_parser("calibrate", help="set the policies' thresholds for their quality "
                               "targets and fit the confidence table on labelled prompts")
-    p.add_argument("data", metavar="DATA.jsonl", help="records in the shared/routing-eval format")
+    p.add_argument("data", metavar="DATA.jsonl", nargs="+",
+                   help="records in the shared/routing-eval format (several files: one data set)")
     p.add_argument("--write", action="store_true", help="write the thresholds into the policy "
                    "files and the table into providers.yaml (otherwise print what to paste)")
     p.add_argument("--target", action="append", default=[], metavar="NAME=SHARE",
@@ -62,7 +63,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         warning = in_sample_warning(live, args.data, given)
         if warning:
             raise EvalError(warning.replace("these figures are", "thresholds set on it would be"))
-        routed = route_records(args.data, live, formats, given)
+        routed, rated = route_records(args.data, live, formats, given)
+        prices = with_configured_prices(prices, routed, live)
         groups = {d.name: d.prompts for d in split_datasets(routed, prices, output_tokens)}
         result = calibrate(groups, live.config.tiers, targets, shares, args.assurance,
                            args.splits, args.seed)
@@ -70,7 +72,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         print(f"costr calibrate: {exc}", file=sys.stderr)
         return 2
     scorer = live.config.routing.scorer
-    print(format_result(result, args.data, scorer, live.config.tiers))
+    print(format_result(result, " ".join(args.data), scorer, live.config.tiers))
+    if rated.summary():
+        print(rated.summary())
     status = _write(result, scorer, args) if args.write else _show(result, scorer)
     print(f"({round(time.perf_counter() - started, 2)} s)")
     return status

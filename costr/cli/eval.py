@@ -20,7 +20,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """Add `eval` to a `costr` subparsers object."""
     p = subparsers.add_parser("eval", help="measure routing quality on labelled prompts "
                               "(APGR, CPT, savings at 95%% quality, each policy's point)")
-    p.add_argument("data", metavar="DATA.jsonl", help="records in the shared/routing-eval format")
+    p.add_argument("data", metavar="DATA.jsonl", nargs="+",
+                   help="records in the shared/routing-eval format (several files: one data set)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw quality kept against cost (.svg, or .png "
                    "when matplotlib is installed)")
@@ -46,16 +47,19 @@ def run_eval(args: argparse.Namespace) -> int:
         prices, output_tokens = load_prices(args.prices)
         given = load_given_scores(args.scores)
         timed = TimedScorer(live.scorer)
-        routed = route_records(args.data, dataclasses.replace(live, scorer=timed), formats, given)
+        routed, rated = route_records(args.data, dataclasses.replace(live, scorer=timed), formats,
+                                      given)
         report = build_report(routed, live, prices, output_tokens, args.bootstrap, args.seed)
         report["scoring_us"] = timed.summary()
+        report["skipped"] = rated.summary()   # rated answers that say nothing of the gap
         if args.plot:
             from costr.evaluation.plot import write_plot
             write_plot(args.plot, report)
     except (EvalError, ScoresError) as exc:
         print(f"costr eval: {exc}", file=sys.stderr)
         return 2
-    report["data"], report["seconds"] = str(args.data), round(time.perf_counter() - started, 2)
+    report["data"] = " ".join(args.data)
+    report["seconds"] = round(time.perf_counter() - started, 2)
     report["scores"] = args.scores
     report["warning"] = in_sample_warning(live, args.data, given)
     if report["warning"]:

@@ -38,21 +38,25 @@ def load_given_scores(path: str | None) -> dict[str, float] | None:
     return given
 
 
-def in_sample_warning(live, data: str, given: dict | None) -> str | None:
-    """A warning when the scorer says it was trained on this very file and no held-out scores
-    replace its own: its figures would be in-sample, far better than on new prompts."""
+def in_sample_warning(live, data: str | list[str], given: dict | None) -> str | None:
+    """A warning when the scorer says it was trained on one of these very files and no held-out
+    scores replace its own: its figures would be in-sample, far better than on new prompts."""
     scorer = live.scorer
     if given is not None or not isinstance(scorer, TrainedScorer) or not scorer.trained_on:
         return None
-    try:
-        with open(data, "rb") as handle:
-            if hashlib.file_digest(handle, "sha256").hexdigest() not in scorer.trained_on:
-                return None
-    except OSError:
+    trained = []
+    for path in [data] if isinstance(data, str) else data:
+        try:
+            with open(path, "rb") as handle:
+                if hashlib.file_digest(handle, "sha256").hexdigest() in scorer.trained_on:
+                    trained.append(path)
+        except OSError:
+            continue
+    if not trained:
         return None
-    return (f"the {live.config.routing.scorer} scorer was trained on {data}, so these figures "
-            "are in-sample; for held-out ones pass --scores with the file `costr train-scorer "
-            "--oof-scores` writes")
+    return (f"the {live.config.routing.scorer} scorer was trained on {', '.join(trained)}, so "
+            "these figures are in-sample; for held-out ones pass --scores with the file `costr "
+            "train-scorer --oof-scores` writes")
 
 
 class GivenScore:

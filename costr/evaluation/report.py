@@ -9,6 +9,9 @@ Per dataset, weak = the cheapest model (prices from eval_prices.yaml beside this
 --prices) among those every record scores, strong = the one with the highest mean outcome.
 The cheapest tier stands for the weak model and every higher tier for the strong one. When providers.yaml has a
 `routing.confidence` table (costr calibrate), its reliability on the data is reported too.
+
+A record with one score is a rated answer (`costr feedback export`): rated_answers.py says what
+it tells of the weak and strong model and which two models those are, or why it is skipped.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from costr.errors import ConfigError, CostrError
 from costr.routing.scoring import Complexity
 from costr.evaluation.metrics import Prompt, evaluate, policy_point
 from costr.evaluation.given_scores import GivenScore
+from costr.evaluation.rated_answers import RatedAnswers
 from costr.routing.live import LiveConfig
 from costr.plugins import DuplicateRegistration, collect, make_plugin_manager
 from costr.routing.route import route_request
@@ -45,6 +49,7 @@ class Routed:
     tiers: dict[str, str]         # policy -> tier chosen
     prompt_tokens: int
     form: str | None = None       # the scorer's signals.form, when it reports one
+    rated_model: str | None = None   # a rated answer's: the budget model that gave it
 
 
 def offline_live_config(providers: str, policies: str) -> tuple[LiveConfig, list]:
@@ -98,41 +103,64 @@ class TimedScorer:
                 "p50": at(0.5), "p99": at(0.99)}
 
 
-def route_records(path: str, live: LiveConfig, formats: list,
-                  given: dict[str, float] | None = None) -> list[Routed]:
-    """Every record routed as dry-run would; with `given` scores, each record's own score
-    stands in for the scorer's (the policies, tiers and models decide as before)."""
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise EvalError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    routed = []
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                routed.append(_route_line(path, number, line, live, formats, given))
+def route_records(paths: str | list[str], live: LiveConfig, formats: list,
+                  given: dict[str, float] | None = None) -> tuple[list[Routed], RatedAnswers]:
+    """Every usable record of the files routed as dry-run would, and the rated answers read
+    (with the count of those skipped); with `given` scores, each record's own score stands in
+    for the scorer's (the policies, tiers and models decide as before)."""
+    paths = [paths] if isinstance(paths, str) else paths
+    routed, rated = [], RatedAnswers(live.config.tiers[0])
+    for path in paths:
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise EvalError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        with handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    row = _route_line(path, number, line, live, formats, given, rated)
+                    if row is not None:
+                        routed.append(row)
     if not routed:
-        raise EvalError(f"{path}: no records")
-    return routed
+        raise EvalError(f"{', '.join(paths)}: " + (f"no usable records; {rated.summary()}"
+                                                   if rated.skipped else "no records"))
+    _one_budget_model_a_dataset(routed)
+    return routed, rated
+
+
+def _one_budget_model_a_dataset(routed: list[Routed]) -> None:
+    """Rated answers of one dataset given by several budget models become one dataset per
+    model, `dataset/model`: each dataset compares one weak model with one strong one."""
+    models: dict[str, set[str]] = {}
+    for row in routed:
+        if row.rated_model:
+            models.setdefault(row.dataset, set()).add(row.rated_model)
+    for row in routed:
+        if row.rated_model and len(models[row.dataset]) > 1:
+            row.dataset = f"{row.dataset}/{row.rated_model}"
+
+
+def with_configured_prices(prices: dict, routed: list[Routed], live: LiveConfig) -> dict:
+    """The prices table, plus providers.yaml's price for each model of a rated answer's pair
+    that the table does not name: feedback names the operator's own models."""
+    models = live.config.models
+    named = {m for row in routed if row.rated_model for m in row.scores}
+    return {**{m: (models[m].price.input, models[m].price.output)
+               for m in named if m in models}, **prices}
 
 
 def _route_line(path: str, number: int, line: bytes, live: LiveConfig, formats,
-                given: dict[str, float] | None = None) -> Routed:
+                given: dict[str, float] | None, rated: RatedAnswers) -> Routed | None:
+    """The record on this line routed, or None for a rated answer that says nothing of the
+    weak and strong model (counted in `rated`)."""
     where = f"{path}:{number}"
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise EvalError(f"{where}: not valid JSON: {exc}") from None
-    if not isinstance(record, dict):
-        raise EvalError(f"{where}: expected a JSON object")
-    messages, scores = record.get("messages"), record.get("scores")
-    if not isinstance(messages, list) or not messages:
-        raise EvalError(f"{where}: 'messages' must be a non-empty list of chat messages")
-    if not isinstance(scores, dict) or not scores:
-        raise EvalError(f"{where}: 'scores' must map each model to its outcome (0 to 1)")
-    for model, value in scores.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise EvalError(f"{where}: scores.{model}: expected a number from 0 to 1, got {value!r}")
+    record = _checked_record(where, line)
+    messages, scores, rated_model = record["messages"], record["scores"], None
+    if len(scores) == 1:
+        (rated_model,) = scores
+        scores = rated.pair(record, live.config.baseline.id)
+        if scores is None:
+            return None
     if given is not None:
         ident = str(record.get("id") or f"line {number}")
         if ident not in given:
@@ -150,7 +178,26 @@ def _route_line(path: str, number: int, line: bytes, live: LiveConfig, formats,
     except CostrError as exc:
         raise EvalError(f"{where}: cannot be routed: {exc}") from None
     return Routed(number, str(record.get("dataset") or "traffic"), scores, score, tiers, tokens,
-                  form if isinstance(form, str) else None)
+                  form if isinstance(form, str) else None, rated_model)
+
+
+def _checked_record(where: str, line: bytes) -> dict:
+    """The record on a line, or EvalError saying what is wrong with it."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise EvalError(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise EvalError(f"{where}: expected a JSON object")
+    messages, scores = record.get("messages"), record.get("scores")
+    if not isinstance(messages, list) or not messages:
+        raise EvalError(f"{where}: 'messages' must be a non-empty list of chat messages")
+    if not isinstance(scores, dict) or not scores:
+        raise EvalError(f"{where}: 'scores' must map each model to its outcome (0 to 1)")
+    for model, value in scores.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise EvalError(f"{where}: scores.{model}: expected a number from 0 to 1, got {value!r}")
+    return record
 
 
 @dataclasses.dataclass(slots=True)
@@ -194,7 +241,8 @@ def _pick_models(rows: list[Routed], prices: dict, dataset: str) -> tuple[str, s
         raise EvalError(f"dataset {dataset!r}: no price for {', '.join(unpriced)}; add them to a "
                         "prices file (see costr/evaluation/eval_prices.yaml) and pass --prices FILE")
     weak = min(priced, key=lambda m: prices[m][0] + prices[m][1])
-    strong = max(priced, key=lambda m: sum(r.scores[m] for r in rows))
+    # on a tie another model is the strong one (every rated answer good: no gap, APGR n/a)
+    strong = max(priced, key=lambda m: (sum(r.scores[m] for r in rows), m != weak))
     if weak == strong:
         raise EvalError(f"dataset {dataset!r}: the cheapest model, {weak}, also scores best; "
                         "there is nothing to route")
@@ -206,7 +254,7 @@ def build_report(routed: list[Routed], live: LiveConfig, prices: dict, output_to
     tiers = live.config.tiers
     to_strong = set(tiers[1:])
     datasets, pooled, pooled_tiers = [], [], {p: [] for p in live.policies}
-    split = split_datasets(routed, prices, output_tokens)
+    split = split_datasets(routed, with_configured_prices(prices, routed, live), output_tokens)
     for data in split:
         policy_tiers = {p: [r.tiers[p] for r in data.rows] for p in live.policies}
         result = evaluate(data.prompts, policy_tiers, to_strong, resamples, seed)
@@ -288,6 +336,8 @@ def format_report(report: dict) -> str:
            f"{report['bootstrap']} bootstrap resamples"]
     if report.get("warning"):
         out.append(f"WARNING: {report['warning']}")
+    if report.get("skipped"):
+        out.append(report["skipped"])
     if report.get("scoring_us"):
         t = report["scoring_us"]
         out.append(f"scoring one prompt: mean {t['mean']:.0f} us, p50 {t['p50']:.0f} us, p99 "

@@ -16,11 +16,12 @@ class Policy(Protocol):
 
 @runtime_checkable
 class MarginPolicy(Policy, Protocol):
-    """A policy that can say how far a score is from its nearest tier boundary; the
+    """A policy that can say how far a score is from the nearest boundary of the tiers it
+    chose among for this request (a policy with thresholds per form: that form's); the
     uncalibrated confidence is lowest there. A policy without it counts as halfway."""
 
-    def margin(self, score: float) -> float: ...
+    def margin(self, complexity: Complexity) -> float: ...
 
 
-def boundary_margin(policy: Policy, score: float) -> float:
-    return policy.margin(score) if isinstance(policy, MarginPolicy) else 0.5
+def boundary_margin(policy: Policy, complexity: Complexity) -> float:
+    return policy.margin(complexity) if isinstance(policy, MarginPolicy) else 0.5

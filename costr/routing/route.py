@@ -74,15 +74,19 @@ def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,
 def _confidence(live: LiveConfig, policy: Policy, complexity: Complexity, tier: str) -> float:
     """P(the chosen tier suffices), from the calibrated table when there is one: measured for
     the cheapest tier; a higher tier is the strong model of the data the table was fitted on, so
-    it suffices by construction, and the budget tier's chance goes to the signals instead."""
+    it suffices by construction, and the budget tier's chance goes to the signals instead.
+    Without a table, the scorer's own certainty, lowered near the boundaries the decision was
+    made by. Either way, times how familiar the request is to the scorer (Complexity.familiar):
+    neither the table nor the certainty was measured on requests unlike its training data."""
     table = live.confidence
     if table is None:
-        margin = boundary_margin(policy, complexity.score)
-        # Least sure near a tier boundary, however sure the scorer is of the score itself.
-        return round(complexity.confidence * (0.6 + 0.4 * min(1.0, margin / 0.15)), 2)
-    budget = interpolate(table.scores, table.budget_suffices, complexity.score)
-    complexity.signals["budget_suffices"] = round(budget, 3)
-    return round(budget, 2) if tier == live.config.tiers[0] else 1.0
+        margin = boundary_margin(policy, complexity)
+        decided = complexity.confidence * (0.6 + 0.4 * min(1.0, margin / 0.15))
+    else:
+        budget = interpolate(table.scores, table.budget_suffices, complexity.score)
+        complexity.signals["budget_suffices"] = round(budget, 3)
+        decided = budget if tier == live.config.tiers[0] else 1.0
+    return round(decided * complexity.familiar, 2)
 
 
 def _rank(live: LiveConfig, tier: str) -> int:

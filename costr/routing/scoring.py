@@ -14,6 +14,9 @@ class Complexity:
     score: float          # 0 (trivial) .. 1 (needs the strongest model)
     confidence: float     # 0 .. 1, how sure the scorer is
     signals: dict = field(default_factory=dict)
+    # 0 .. 1, how like the data the scorer was fitted on the request is (1: as like as its own
+    # training prompts); x_routing.confidence is scaled by it, whatever decided the tier
+    familiar: float = 1.0
 
 
 @runtime_checkable

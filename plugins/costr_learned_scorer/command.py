@@ -1,4 +1,4 @@
-"""`costr train-scorer DATA.jsonl`: train the learned scorer from labelled records, report how
+"""`costr train-scorer DATA.jsonl...`: train the learned scorer from labelled records, report how
 well it routes prompts it did not see (cross-validation within each dataset and across datasets,
 APGR per dataset), and write the model file that `routing.scorer_options.model` can point at.
 
@@ -19,7 +19,10 @@ help = "train the learned complexity scorer from labelled records (JSONL) and wr
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("data", help="JSONL: one {dataset, messages, scores: {model: 0..1}} a line")
+    parser.add_argument("data", nargs="+",
+                        help="JSONL file(s): one {dataset, messages, scores: {model: 0..1}} a "
+                             "line (the shipped model: shared/routing-eval's dev.jsonl and "
+                             "chat-dev.jsonl)")
     parser.add_argument("--out", default="scorer_model.json.gz", help="where to write the model")
     parser.add_argument("--folds", type=int, default=5,
                         help="K for the within-dataset cross-validation (default 5; 0: skip it)")
@@ -41,18 +44,20 @@ def run(args) -> int:
         return 2
     weak = dict(item.split("=", 1) for item in args.weak)
     started = time.monotonic()
-    try:
-        examples = training.read_examples(args.data, weak=weak)
-        with open(args.data, "rb") as handle:
-            fingerprint = hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError as exc:
-        print(f"costr: {args.data}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:   # not JSON, or a record without messages and scores
-        print(f"costr: {args.data}: {exc}", file=sys.stderr)
-        return 2
+    examples, fingerprints = [], []
+    for path in args.data:
+        try:
+            examples += training.read_examples(path, weak=weak)
+            with open(path, "rb") as handle:
+                fingerprints.append(hashlib.file_digest(handle, "sha256").hexdigest())
+        except OSError as exc:
+            print(f"costr: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        except ValueError as exc:   # not JSON, or a record without messages and scores
+            print(f"costr: {path}: {exc}", file=sys.stderr)
+            return 2
     if not examples:
-        print(f"costr: {args.data} holds no records to learn from", file=sys.stderr)
+        print(f"costr: {' '.join(args.data)} hold(s) no records to learn from", file=sys.stderr)
         return 2
     datasets = sorted({e.dataset for e in examples})
     print(f"{len(examples)} records in {len(datasets)} dataset(s): {', '.join(datasets)}")
@@ -72,7 +77,7 @@ def run(args) -> int:
             print(f"wrote {args.oof_scores} ({len(report['scores'])} held-out scores)")
     model = training.train(examples, epochs=args.epochs, prior_weight=args.prior_weight)
     model.meta = {"records": len(examples), "datasets": datasets, "weak": weak,
-                  "data_sha256": [fingerprint]}
+                  "data_sha256": fingerprints}
     model.save(args.out)
     print(f"wrote {args.out} ({len(model.sparse)} n-gram weights) in "
           f"{time.monotonic() - started:.0f}s; use it with\n"

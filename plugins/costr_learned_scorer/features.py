@@ -41,6 +41,23 @@ _CREATIVE = frozenset(
     "poem poems haiku story stories essay blog slogan lyrics song limerick sonnet tweet email "
     "letter pretend roleplay imagine persona rewrite rephrase paraphrase catchy joke jokes "
     "brainstorm".split())
+# What makes a chat request hard for a budget model (Chatbot Arena prompts, 14 models graded):
+# code to write in a named language or framework, a puzzle to reason through, many constraints
+# to satisfy at once, a list of requirements. Writing, ideas and explanations are not.
+_LANGUAGES = frozenset(
+    "python java javascript typescript rust golang kotlin swift ruby php perl scala haskell zig "
+    "prolog sql mysql postgres postgresql sqlite bash shell powershell lua julia matlab vba excel "
+    "vue vuejs react angular svelte django flask fastapi nodejs html css regex blender unity godot "
+    "pytorch tensorflow numpy pandas docker kubernetes terraform latex assembly verilog cuda "
+    "opengl arduino".split())
+_PUZZLES = frozenset(
+    "riddle puzzle liar liars truthful logic paradox probability odds weigh weighs heavier "
+    "lighter estimate simulate coins balls".split())
+_REQUIREMENTS = frozenset("must should exactly only ensure each every without unless".split())
+_IDEAS = frozenset(
+    "ideas idea names name suggest suggestions tips advice opinion describe summarize summarise "
+    "elaborate overview benefits discuss script dialogue character characters plot".split())
+_LIST_ITEM = re.compile(r"\n\s*(?:\d+[.)]|[-*•])\s")
 _FRACTION_WORDS = frozenset("half third quarter twice double triple percent fraction".split())
 _RATE_WORDS = frozenset("each every per".split())
 _SEQUENCE_WORDS = frozenset("remaining rest left after then later before".split())
@@ -52,14 +69,26 @@ _CHOICE_MARKS = tuple(f"\n{c}." for c in "abcde") + tuple(f"\n({c})" for c in "a
 _CODE_MARKS = ("```", "def ", "class ", "function", "#include", "=>", "select ", "return", ";\n")
 
 # The forms of ask, and the salt that moves a hashed feature's per-form copy to its own bucket.
-FORMS = ("choice", "problem", "open")
-_SALT = {"choice": 0x2F6B1, "problem": 0x15A3D, "open": 0x3C8E7}
+FORMS = ("choice", "problem", "request", "open")
+_SALT = {"choice": 0x2F6B1, "problem": 0x15A3D, "request": 0x2A4D9, "open": 0x3C8E7}
+# A request for a piece of work (write, implement, explain, design...), as an imperative or a
+# polite ask, near the start of a sentence; or code to work on. Chat traffic is mostly these
+# (two thirds of the Arena prompts), benchmark questions almost never (2% of MMLU and GSM8K; the
+# 12% of LLMRouter are its "write a function" tasks).
+_REQUEST = re.compile(
+    r"(?:^|[.!?:\n]\s*)(?:please\s+|(?:can|could|would) you(?: please)?\s+|i want you to\s+|"
+    r"i want to\s+|i need(?: you to)?\s+|help me(?: to)?\s+|let'?s\s+)?"
+    r"(write|generate|create|implement|build|make|design|develop|draft|compose|give me|show me|"
+    r"tell me|explain|describe|summari[sz]e|rewrite|translate|list|provide|suggest|imagine|act as|"
+    r"pretend|solve|prove|derive|calculate|find|compare|analy[sz]e|convert|fix|refactor|"
+    r"optimi[sz]e|plan|outline|edit|code|simulate|roleplay)\b")
 
 # The dense features, by name (the model file keeps their weights under these names, and the
 # per-form copies under "form:name").
 DENSE = ("bias", "log_chars", "log_words", "log_lines", "reasoning", "code", "math",
          "constraints", "questions", "digits", "choices", "sentences", "numbers", "fractions",
-         "word_length", "creative", "commas", "decimals", "money", "rates", "sequence", "comparisons")
+         "word_length", "creative", "commas", "decimals", "money", "rates", "sequence", "comparisons",
+         "languages", "puzzle", "requirements", "ideas", "list_items")
 SHARED_WEIGHT = 0.5   # the shared copy of the n-grams, relative to the per-form copy
 
 
@@ -76,6 +105,9 @@ def form_of(ask: str, text: str, numbers: int) -> str:
         if (f"\n{a}." in tail and f"\n{b}." in tail) or (f"\n({a})" in tail and f"\n({b})" in tail):
             return "choice"
     length = len(ask)
+    head = text[:HEAD]
+    if "```" in head or _REQUEST.search(head):
+        return "request"
     if (numbers and length < 1_200 and text.rstrip().endswith("?")
             and "```" not in text and "def " not in text):
         return "problem"
@@ -114,20 +146,43 @@ def dense_features(text: str, words: set[str], pairs: set[str], numbers: int) ->
         "rates": min(len(words & _RATE_WORDS), 3) / 2,
         "sequence": min(len(words & _SEQUENCE_WORDS), 4) / 2,
         "comparisons": min(len(words & _COMPARE_WORDS), 4) / 2,
+        # chat requests
+        "languages": min(len(words & _LANGUAGES) + ("c++" in text) + ("c#" in text), 3) / 2,
+        "puzzle": min(len(words & _PUZZLES), 3) / 2,
+        "requirements": min(len(words & _REQUIREMENTS), 6) / 3,
+        "ideas": min(len(words & _IDEAS), 3) / 2,
+        "list_items": min(len(_LIST_ITEM.findall(text)), 6) / 3 if "\n" in text else 0.0,
     }
 
 
-def analyse(ask: str) -> tuple[str, dict[str, float], list[int]]:
+def analyse(ask: str) -> tuple[str, dict[str, float], list[int], list[int]]:
     """(the ask's form, its dense features, the shared-copy bucket of each distinct word unigram
-    and bigram). A key's per-form bucket is its shared bucket XOR the form's salt."""
+    and bigram, and the buckets of its distinct words of three letters or more: what
+    `unfamiliar_share` looks up). A key's per-form bucket is its shared bucket XOR the form's
+    salt."""
     text = clip(ask).lower()
     tokens = _TOKEN.findall(text)
     words = set(tokens)
     pairs = set(map(" ".join, zip(tokens, tokens[1:])))
     numbers = len(_NUMBER.findall(text))
     mask = BUCKETS - 1
-    buckets = [crc32(key.encode()) & mask for key in words | pairs]
-    return form_of(ask, text, numbers), dense_features(text, words, pairs, numbers), buckets
+    by_word = {w: crc32(w.encode()) & mask for w in words}
+    buckets = [*by_word.values(), *(crc32(p.encode()) & mask for p in pairs)]
+    known = [b for w, b in by_word.items() if len(w) >= 3 and "a" <= w[0] <= "z"]
+    return (form_of(ask, text, numbers), dense_features(text, words, pairs, numbers), buckets,
+            known)
+
+
+MIN_WORDS = 4   # an ask of fewer words is too short to call unfamiliar ("hi", "thanks")
+
+
+def unfamiliar_share(known: list[int], vocabulary: frozenset[int]) -> float:
+    """The share of an ask's words (`analyse`'s last item) that no two training prompts held:
+    how unlike the scorer's training data the ask is. Other languages score near 1, the
+    benchmark questions' own held-out asks about 0.05, real chat asks about 0.1."""
+    if len(known) < MIN_WORDS or not vocabulary:
+        return 0.0
+    return sum(1 for b in known if b not in vocabulary) / len(known)
 
 
 def key_weights(n: int) -> tuple[float, float]:
@@ -149,7 +204,7 @@ def hashed_features(form: str, buckets: list[int]) -> dict[int, float]:
 
 def featurize(ask: str) -> tuple[str, dict[str, float], dict[int, float]]:
     """(the ask's form, its dense features, its hashed features: bucket -> value)."""
-    form, dense, buckets = analyse(ask)
+    form, dense, buckets, _ = analyse(ask)
     return form, dense, hashed_features(form, buckets)
 
 
@@ -165,4 +220,6 @@ def prior_logit(dense: dict[str, float]) -> float:
     words = math.expm1(4 * dense["log_words"])
     return (-1.6 + 0.9 * math.log1p(words / 40) + 1.4 * dense["reasoning"] + 0.9 * dense["code"]
             + 1.4 * min(dense["math"], 1.0) + 0.5 * dense["constraints"]
-            + 0.4 * max(dense["questions"] - 0.5, 0.0) - 1.2 * dense["creative"])
+            + 0.4 * max(dense["questions"] - 0.5, 0.0) - 1.2 * dense["creative"]
+            + 0.8 * dense["languages"] + 0.6 * dense["puzzle"] + 0.3 * dense["requirements"]
+            - 0.6 * dense["ideas"])

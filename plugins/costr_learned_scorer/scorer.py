@@ -58,21 +58,35 @@ def earlier_asks(messages: list[Message], limit: int = EARLIER) -> list[str]:
     return found[::-1]
 
 
-def score_asks(model: LinearModel, ask: str, earlier: list[str]) -> tuple[float, dict]:
-    """The score of the last ask after `earlier` ones, and the signals behind it: what the
-    gateway answers, and what training reports for prompts a model did not see."""
-    z, form, dense = model.margin(ask)
-    own = z
+def score_asks(model: LinearModel, ask: str, earlier: list[str]) -> tuple[float, float, dict]:
+    """The score of the last ask after `earlier` ones, how familiar the ask is (1 - how far it
+    leaned), and the signals behind it: what the gateway answers, and what training reports for
+    prompts a model did not see. An ask unlike the training data leans toward the top
+    (LinearModel.lean)."""
+    z, form, dense, unfamiliar = model.margin(ask)
+    own, own_form = z, form
     if earlier:
-        z = model.follow(own, [model.margin(a)[0] for a in earlier])
-    score = model.calibrate(z, form)
+        before = max((model.margin(a)[:2] for a in earlier[-2:]), key=lambda m: m[0])
+        z = model.follow(own, [before[0]])
+        if z > own:   # pulled up: routed as an ask of the form it follows up on
+            form = before[1]
+    score = model.calibrate(z)
+    lean = model.lean(unfamiliar)
+    if lean:
+        score += lean * (1.0 - score)
     if len(ask) < 40 and (_SMALL_TALK if earlier else _TRIVIAL).match(ask):
-        score = min(score, 0.05)
+        score = 0.0
     signals = {"margin": round(z, 4), "ask_chars": len(ask), "form": form,
                **{k: round(v, 3) for k, v in dense.items() if k != "bias" and v}}
+    if unfamiliar:
+        signals["unfamiliar"] = round(unfamiliar, 3)
+    if lean:
+        signals["leaned"] = round(lean, 3)
     if earlier:
         signals.update(earlier_asks=len(earlier), own_margin=round(own, 4))
-    return round(score, 4), signals
+        if form != own_form:
+            signals["own_form"] = own_form
+    return round(score, 4), round(1.0 - lean, 3), signals
 
 
 class LearnedScorer:
@@ -87,6 +101,6 @@ class LearnedScorer:
     def score(self, request: ChatRequest) -> Complexity:
         ask = user_ask(request, limit=8_000)
         earlier = earlier_asks(request.messages) if len(request.messages) > 1 else []
-        score, signals = score_asks(self.model, ask, earlier)
+        score, familiar, signals = score_asks(self.model, ask, earlier)
         # Confident where the prompt sits far from the middle of the training distribution.
-        return Complexity(score, round(0.5 + abs(score - 0.5), 3), signals)
+        return Complexity(score, round(0.5 + abs(score - 0.5), 3), signals, familiar)

@@ -53,10 +53,12 @@ class ThresholdPolicy:
                 chosen = tier
         return chosen
 
-    def margin(self, score: float) -> float:
-        """Distance from `score` to the nearest boundary of `thresholds` (for the uncalibrated
-        confidence, a rough guide that needs no form)."""
-        return min((abs(score - value) for value, _ in self.steps), default=1.0)
+    def margin(self, complexity: Complexity) -> float:
+        """Distance from the score to the nearest boundary this request was routed by (its
+        form's thresholds where it has them): the uncalibrated confidence is a property of the
+        decision made, not of thresholds that did not apply."""
+        return min((abs(complexity.score - value) for value, _ in self.steps_for(complexity)),
+                   default=1.0)
 
 
 def _steps(key: str, thresholds: dict, tiers: list[str]) -> list[tuple[float, str]]:
