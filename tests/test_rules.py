@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncio
+
 import httpx
 import pytest
 
 from conftest import LOCAL_POOL, write_config
+from costr.accounts.store import open_store
 from costr.config.files import load_config
 from costr.errors import ConfigError
 from costr.plugins import collect, make_plugin_manager
@@ -119,7 +122,8 @@ def test_the_rule_is_in_x_routing_the_headers_and_the_dry_run(tmp_path, fake_ups
     (policies / "balanced.yaml").write_text(RULES)
     body = {"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": EASY}],
             "thinking": {"type": "enabled", "budget_tokens": 2000}}
-    with running_gateway(providers, policies) as base:
+    data = tmp_path / "data"
+    with running_gateway(providers, policies, data_dir=str(data)) as base:
         answer = httpx.post(f"{base}/v1/messages", json=body, timeout=20,
                             headers={**AUTH, "anthropic-version": "2023-06-01"})
         dry = httpx.post(f"{base}/v1/router/dry-run", json=body, timeout=20,
@@ -136,3 +140,14 @@ def test_the_rule_is_in_x_routing_the_headers_and_the_dry_run(tmp_path, fake_ups
     assert dry.json()["x_routing"]["rule"] == "thinking"
     assert plain.json()["x_routing"]["rule"] is None and "x-costr-rule" not in plain.headers
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
+
+    async def ledger(request_id: str):   # the ledger records which rule decided, and none
+        store = await open_store(None, str(data))
+        try:
+            return await store.ledger_record(request_id)
+        finally:
+            await store.close()
+    ruled = asyncio.run(ledger(answer.headers["x-request-id"]))
+    unruled = asyncio.run(ledger(plain.headers["x-request-id"]))
+    assert (ruled.policy_rule, ruled.tier) == ("thinking", "premium")
+    assert unruled.policy_rule is None and unruled.policy == "balanced"

@@ -51,7 +51,7 @@ class Entry:
 
     def routed(self, request: ChatRequest, route: Route) -> None:
         r = self.record
-        r.requested_model, r.policy = request.model, route.policy
+        r.requested_model, r.policy, r.policy_rule = request.model, route.policy, route.rule
         r.tier, r.confidence = route.tier, route.confidence
         r.complexity = route.complexity.score if route.complexity else None
         r.input_tokens = route.prompt_tokens

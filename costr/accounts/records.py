@@ -66,6 +66,7 @@ class LedgerRecord:
     policy: str | None = None
     complexity: float | None = None
     confidence: float | None = None
+    policy_rule: str | None = None   # the policy rule that decided the tier (x_routing.rule)
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0

@@ -77,6 +77,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             messages TEXT NOT NULL)""",
         "CREATE INDEX kept_prompts_ts ON kept_prompts (ts)",
     ]),
+    (4, ["ALTER TABLE ledger ADD COLUMN policy_rule TEXT"]),
 ]
 
 CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
