@@ -39,11 +39,13 @@ def test_a_familiar_ask_is_scored_as_it_reads(scorer):
 
 @pytest.mark.parametrize("text", [GERMAN, FINNISH])
 def test_an_unfamiliar_ask_leans_up_and_is_less_familiar(scorer, text):
-    plain, foreign = scorer.score(ask(ENGLISH)), scorer.score(ask(text))
+    foreign = scorer.score(ask(text))
     assert foreign.signals["unfamiliar"] > 0.6
     assert foreign.signals["leaned"] > 0.5 and foreign.familiar == pytest.approx(
-        1 - foreign.signals["leaned"], abs=1e-3)
-    assert foreign.score > max(plain.score, 0.8)
+        1 - foreign.signals["leaned"] / 2, abs=1e-3)
+    assert 0.5 <= foreign.familiar < 0.75   # an ask it cannot read at all: a coin toss
+    unleaned = scorer.model.calibrate(foreign.signals["margin"])   # what its words alone say
+    assert unleaned < 0.5 < 0.8 < foreign.score <= 0.9   # leaned to "harder than 90%", not 1
 
 
 def test_the_lean_starts_where_the_training_data_ends(scorer):
@@ -74,6 +76,8 @@ def test_the_router_sends_an_unfamiliar_ask_higher_and_is_less_sure(dry_run):
         plain, foreign = dry_run(ENGLISH, policy)["x_routing"], dry_run(GERMAN, policy)["x_routing"]
         assert tiers.index(foreign["tier"]) >= tiers.index(plain["tier"]), policy
         assert foreign["confidence"] < plain["confidence"], policy
+        # safer, as far as the policy's own thresholds go: the top tier only under quality
+        assert foreign["tier"] == ("premium" if policy == "quality" else "standard"), policy
     # the lean is visible in the dry-run's signals
     signals = dry_run(GERMAN)["complexity"]["signals"]
     assert signals["unfamiliar"] > 0.6 and signals["leaned"] > 0.5

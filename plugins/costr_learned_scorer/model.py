@@ -71,7 +71,7 @@ class LinearModel:
         """How far (0 to 1) an ask this unfamiliar leans its score toward the top. Its ranking
         is least reliable there (on dev.jsonl's held-out LLMRouter prompts, APGR 0.63 for the
         quarter with the most unfamiliar words, 0.74 for the rest), so the safer answer is a
-        stronger model: an ask in a language the model never saw goes to the top tier."""
+        stronger model (scorer.LEANED_SCORE: how far)."""
         low, high = self.leaning["from"], self.leaning["to"]
         if unfamiliar <= low:
             return 0.0

@@ -12,6 +12,10 @@ from .model import LinearModel
 DEFAULT_MODEL = Path(__file__).with_name("default_model.json.gz")
 OPTIONS = {"model": str}   # routing.scorer_options: a file `costr train-scorer` wrote
 EARLIER = 2   # earlier user asks a follow-up is judged with (see LinearModel.follow)
+# Where a fully unfamiliar ask's score leans to: harder than 90% of the training prompts, which
+# every shipped policy sends to the standard tier or above, and only `quality` to the top one
+# (an operator on `low` is not billed premium prices for every ask in another language).
+LEANED_SCORE = 0.9
 
 # Greetings and acknowledgements are absent from benchmark data, so the model has no view on
 # them; they never need a strong model. After earlier turns, "yes" or "ok" may mean "go on"
@@ -59,10 +63,11 @@ def earlier_asks(messages: list[Message], limit: int = EARLIER) -> list[str]:
 
 
 def score_asks(model: LinearModel, ask: str, earlier: list[str]) -> tuple[float, float, dict]:
-    """The score of the last ask after `earlier` ones, how familiar the ask is (1 - how far it
-    leaned), and the signals behind it: what the gateway answers, and what training reports for
-    prompts a model did not see. An ask unlike the training data leans toward the top
-    (LinearModel.lean)."""
+    """The score of the last ask after `earlier` ones, how familiar the ask is, and the signals
+    behind it: what the gateway answers, and what training reports for prompts a model did not
+    see. An ask unlike the training data leans toward LEANED_SCORE as far as LinearModel.lean
+    says, and is as much less familiar, down to 0.5 for one the model cannot read at all: then
+    whether the tier is right is a coin toss, which x_routing.confidence (scaled by it) says."""
     z, form, dense, unfamiliar = model.margin(ask)
     own, own_form = z, form
     if earlier:
@@ -72,8 +77,8 @@ def score_asks(model: LinearModel, ask: str, earlier: list[str]) -> tuple[float,
             form = before[1]
     score = model.calibrate(z)
     lean = model.lean(unfamiliar)
-    if lean:
-        score += lean * (1.0 - score)
+    if lean and score < LEANED_SCORE:
+        score += lean * (LEANED_SCORE - score)
     if len(ask) < 40 and (_SMALL_TALK if earlier else _TRIVIAL).match(ask):
         score = 0.0
     signals = {"margin": round(z, 4), "ask_chars": len(ask), "form": form,
@@ -86,7 +91,7 @@ def score_asks(model: LinearModel, ask: str, earlier: list[str]) -> tuple[float,
         signals.update(earlier_asks=len(earlier), own_margin=round(own, 4))
         if form != own_form:
             signals["own_form"] = own_form
-    return round(score, 4), round(1.0 - lean, 3), signals
+    return round(score, 4), round(1.0 - lean / 2, 3), signals
 
 
 class LearnedScorer:
