@@ -1,0 +1,1 @@
+"""The dashboard's pages, each a module with its routes (paths relative to the mount)."""
