@@ -4,10 +4,12 @@ is written this way, and so are kept prompts (kept_prompts.py)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Awaitable, Callable
 
 from costr.accounts.records import Store
+from costr.accounts.usage_rollups import write_ledger_batch
 
 log = logging.getLogger("costr.ledger")
 
@@ -86,8 +88,10 @@ class BatchWriter:
 
 
 class LedgerWriter(BatchWriter):
+    """Writes each batch to the ledger and adds it to the daily rollup (usage_rollups.py)."""
+
     what = "ledger records"
 
     def __init__(self, store: Store, batch_size: int = 500, interval_seconds: float = 0.2):
-        super().__init__(store.write_ledger, batch_size, interval_seconds)
+        super().__init__(functools.partial(write_ledger_batch, store), batch_size, interval_seconds)
         self.store = store

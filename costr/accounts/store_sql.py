@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from costr.accounts import dashboard_sessions, usage_rollups
 from costr.accounts.records import MICROS, ApiKey, Feedback, KeptPrompt, LedgerRecord, RatedRequest
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -78,6 +79,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX kept_prompts_ts ON kept_prompts (ts)",
     ]),
     (4, ["ALTER TABLE ledger ADD COLUMN policy_rule TEXT"]),
+    (5, usage_rollups.MIGRATION),  # daily usage rollups, the call history's ledger indexes
+    (6, dashboard_sessions.TABLES),  # dashboard sign-in sessions and their cookie secret
 ]
 
 CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -2,8 +2,9 @@
 
 Prints the commands and settings the hosted service's integration guide gives, with this host's
 base URL; `--write` applies them where the agent keeps its configuration: through the agent's
-own CLI when it is on PATH, otherwise by merging into its config file. Each agent is one YAML
-description in `costr/agents/`; adding an agent is adding a file.
+own CLI when it is on PATH, otherwise by merging into its config file. What each agent needs is
+data shared with the dashboard's Connect page: costr/config/agent_setups.py and one YAML
+description per agent in costr/config/agents/.
 """
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-PLACEHOLDER_KEY = "cr-YOUR-API-KEY"
-AGENTS_DIR = Path(__file__).parent / "agents"
+from costr.config.agent_setups import PLACEHOLDER_KEY, Agent, Target, load_agents
+
 _VARIABLE = re.compile(r"\$(\w+)")
 
 
@@ -29,77 +29,15 @@ class ConnectError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where and how an agent reaches Costr."""
-    root: str    # the gateway without /v1: what clients that append /v1/... themselves want
-    key: str
-    model: str
-
-    def placeholders(self) -> dict[str, str]:
-        return {"root": self.root, "v1_url": f"{self.root}/v1", "key": self.key, "model": self.model,
-                "model_title": "Auto" if self.model == "auto" else self.model}
-
-
-@dataclass(frozen=True)
-class Agent:
-    """One agent's description (a costr/agents/*.yaml file); strings are templates."""
-    title: str
-    instructions: str
-    settings: dict                  # merged into the config file by --write
-    config_files: list[str]         # candidates: the first whose $VARIABLES are all set
-    file_format: str = "json"       # json | yaml
-    executable: str | None = None   # the agent's CLI: --write runs `commands` when it is on PATH
-    commands: list[list] | None = None
-
-    def filled_settings(self, target: Target) -> dict:
-        return fill(self.settings, target.placeholders())
-
-    def filled_commands(self, target: Target) -> list[list[str]]:
-        return [[_argument(arg) for arg in fill(command, target.placeholders())]
-                for command in self.commands or []]
-
-    def text(self, target: Target) -> str:
-        settings = self.filled_settings(target)
-        return self.instructions.format_map({
-            **target.placeholders(),
-            "exports": "\n".join(f"export {name}={shlex.quote(str(value))}"
-                                 for name, value in settings.get("env", {}).items()),
-            "settings": shlex.quote(json.dumps(settings, indent=2)),
-            "commands": "\n".join(shlex.join(c) for c in self.filled_commands(target)),
-        })
-
-    def config_file(self) -> Path:
-        for candidate in self.config_files:
-            names = _VARIABLE.findall(candidate)
-            if all(os.environ.get(name, "").strip() for name in names):
-                path = _VARIABLE.sub(lambda m: os.environ[m.group(1)].strip(), candidate)
-                return Path(path).expanduser().absolute()
-        raise ConnectError(f"no config file location for {self.title}: set one of "
-                           f"{', '.join(self.config_files)}")
-
-
-def load_agents(directory: Path = AGENTS_DIR) -> dict[str, Agent]:
-    return {path.stem: Agent(**yaml.safe_load(path.read_text()))
-            for path in sorted(directory.glob("*.yaml"))}
-
-
-def fill(template, values: dict[str, str]):
-    """`template` (strings, lists and mappings, keys too) with {placeholders} filled in."""
-    if isinstance(template, str):
-        return template.format_map(values)
-    if isinstance(template, list):
-        return [fill(item, values) for item in template]
-    if isinstance(template, dict):
-        return {fill(k, values): fill(v, values) for k, v in template.items()}
-    return template
-
-
-def _argument(value) -> str:
-    if isinstance(value, (dict, list)):  # a JSON argument, as `config set ... --strict-json` takes
-        compact = json.dumps(value)
-        return compact if len(compact) <= 80 else json.dumps(value, indent=2)
-    return str(value)
+def config_file(agent: Agent) -> Path:
+    """The first of the agent's config file candidates whose $VARIABLES are all set here."""
+    for candidate in agent.config_files:
+        names = _VARIABLE.findall(candidate)
+        if all(os.environ.get(name, "").strip() for name in names):
+            path = _VARIABLE.sub(lambda m: os.environ[m.group(1)].strip(), candidate)
+            return Path(path).expanduser().absolute()
+    raise ConnectError(f"no config file location for {agent.title}: set one of "
+                       f"{', '.join(agent.config_files)}")
 
 
 # -- applying ---------------------------------------------------------------------------------
@@ -116,7 +54,7 @@ def write(agent: Agent, target: Target) -> list[str]:
                                    f"{result.stderr.strip() or result.stdout.strip()}")
             done.append(f"ran {shlex.join(command[:4])} ...")
         return done
-    path = agent.config_file()
+    path = config_file(agent)
     merge_into_file(path, agent.filled_settings(target), agent.file_format)
     return [f"updated {path}"]
 

@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--limits", default=os.environ.get("COSTR_LIMITS_URL"),
                        help="memory:// (default) or redis://HOST:PORT/DB to share rate limits "
                             "between instances (env COSTR_LIMITS_URL)")
+    serve.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                       default=os.environ.get("COSTR_DASHBOARD", "on").lower() not in ("off", "0", "false", "no"),
+                       help="do not serve the browser dashboard at /dashboard (env COSTR_DASHBOARD=off)")
+    serve.add_argument("--root-path", default=os.environ.get("COSTR_ROOT_PATH", ""),
+                       help="the path prefix a reverse proxy serves Costr under, e.g. /costr, for "
+                            "the dashboard's links and redirects; the proxy strips it before "
+                            "passing requests on (env COSTR_ROOT_PATH)")
     check = sub.add_parser("check", help="validate providers.yaml and the policies, then exit")
     add_config_arguments(check)
     add_init_parser(sub)
@@ -151,8 +158,9 @@ def _serve(args, registry, config) -> int:
         print(first_key_hint(where), file=sys.stderr)
     app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
                      registry=registry, database=args.database, data_dir=args.data_dir,
-                     limits=args.limits, cache=args.cache)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                     limits=args.limits, cache=args.cache, dashboard=args.dashboard)
+    uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path.rstrip("/"),
+                log_level=args.log_level, access_log=False,
                 loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=30)
     return 0
 

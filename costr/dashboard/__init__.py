@@ -1,4 +1,6 @@
-"""The dashboard: server-rendered pages (jinja2) over the ledger and the accounts, signed in
-with a Costr key; mounted at /dashboard by the server unless turned off. Imports accounts,
-routing, config, wire and errors; never the server (it reaches the gateway through
-`request.app.state`)."""
+"""The browser dashboard, server-rendered with jinja2; imports accounts, cache, routing, config, wire, errors, plugins, never the server.
+
+Signed in with a Costr key and mounted at /dashboard by the server unless turned off
+(`costr serve --no-dashboard`); it reaches the gateway through `request.app.state.gateway`.
+web.py is what every page uses, app.py the routes the server adds, pages/ the pages.
+"""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,15 +70,28 @@ def _require_interfaces(config: Config, policies: dict, scorer: object) -> None:
         raise ConfigError(problems)
 
 
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What the latest reload did, kept for the operator (the dashboard's operator view): a
+    broken edit is otherwise only in the log, and the gateway carries on with the old files."""
+    at: float           # epoch seconds
+    ok: bool
+    problems: str = ""  # when not ok: every problem found, as logged
+
+
 class ConfigHolder:
     """Holds the LiveConfig in force; reloads it when its files change or on SIGHUP.
-    A broken edit keeps the last good configuration and logs every problem."""
+    A broken edit keeps the last good configuration and logs every problem; `loaded_at` is when
+    the configuration in force was loaded, `last_reload` what the latest reload did (None
+    before the first)."""
 
     def __init__(self, providers_path: Path, policies_dir: Path, registry: Registry,
                  http: Upstream, poll_seconds: float = 1.0):
         self.providers_path, self.policies_dir = Path(providers_path), Path(policies_dir)
         self.registry, self.http, self.poll_seconds = registry, http, poll_seconds
         self.current = self._load()
+        self.loaded_at = time.time()
+        self.last_reload: ReloadOutcome | None = None
         self._stamp = self._files_stamp()
         self._task: asyncio.Task | None = None
 
@@ -93,7 +107,10 @@ class ConfigHolder:
             self.current = self._load()
         except ConfigError as exc:
             log.error("configuration not reloaded, keeping the last good one:\n%s", exc)
+            self.last_reload = ReloadOutcome(time.time(), ok=False, problems=str(exc))
             return False
+        self.loaded_at = time.time()
+        self.last_reload = ReloadOutcome(self.loaded_at, ok=True)
         log.info("configuration reloaded from %s and %s", self.providers_path, self.policies_dir)
         return True
 

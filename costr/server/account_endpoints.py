@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from costr.accounts.records import MICROS, ApiKey, Feedback
+from costr.accounts.records import MICROS, ApiKey
+from costr.accounts.feedback import rate_request
 from costr.accounts.auth import require_admin
 from costr.errors import InvalidRequest, NotFound
 from costr.accounts.feedback_export import export_lines
@@ -161,19 +162,9 @@ def _request_view(record) -> dict:
 
 async def _feedback(gateway, key: ApiKey, request: Request):
     body = parse_json_object(await request.body())
-    request_id, rating, comment = body.get("request_id"), body.get("rating"), body.get("comment", "")
-    if not isinstance(request_id, str) or not request_id:
-        raise InvalidRequest("Missing required parameter: 'request_id'.", param="request_id")
-    if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
-        raise InvalidRequest("'rating' must be an integer from 1 (bad) to 5 (good).", param="rating")
-    if not isinstance(comment, str) or len(comment) > 4000:
-        raise InvalidRequest("'comment' must be a string of at most 4000 characters.", param="comment")
+    request_id, rating = body.get("request_id"), body.get("rating")
     await gateway.books.ledger.flush()
-    record = await gateway.books.store.ledger_record(request_id)
-    if record is None or (record.key_id != key.id and not key.admin):
-        raise NotFound(f"No request {request_id!r} made with this key.", param="request_id",
-                       code="request_not_found")
-    await gateway.books.store.add_feedback(Feedback(request_id, record.key_id, rating, comment, time.time()))
+    await rate_request(gateway.books.store, key, request_id, rating, body.get("comment", ""))
     return json_response({"object": "feedback", "request_id": request_id, "rating": rating,
                           "stored": True})
 

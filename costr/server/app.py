@@ -22,6 +22,7 @@ from costr.cache.backends import open_cache
 from costr.accounts.kept_prompts import PromptKeeper
 from costr.accounts.ledger import LedgerWriter
 from costr.cache.responses import ResponseCache
+from costr.dashboard.app import MOUNT as DASHBOARD, routes as dashboard_routes
 from costr.accounts.limits import open_limiter
 from costr.server.embeddings import answer_embeddings
 from costr.server.pipeline import Gateway, answer_chat, count_input_tokens, json_response
@@ -37,10 +38,12 @@ log = logging.getLogger("costr")
 def create_app(*, providers_path: str | Path, policies_dir: str | Path,
                registry: Registry | None = None, watch_seconds: float = 1.0,
                database: str | None = None, data_dir: str | Path | None = None,
-               limits: str | None = None, cache: str | None = None) -> Starlette:
+               limits: str | None = None, cache: str | None = None,
+               dashboard: bool = True) -> Starlette:
     """`database`: a PostgreSQL URL or sqlite:///PATH (default: SQLite in `data_dir`);
     `limits`: memory:// (default) or redis://HOST:PORT/DB for limits shared by instances;
-    `cache`: the response cache backend's URL (default memory://; `none` turns it off)."""
+    `cache`: the response cache backend's URL (default memory://; `none` turns it off);
+    `dashboard`: serve the browser dashboard under /dashboard (False: those paths are 404)."""
     registry = registry or collect(make_plugin_manager())
 
     @asynccontextmanager
@@ -83,6 +86,8 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
             routes += [Route(path, _format_endpoint(fmt, answer_embeddings), methods=["POST"])
                        for path in fmt.embeddings_paths]
     routes += endpoints.routes(registry)
+    if dashboard:
+        routes += dashboard_routes()
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: _http_error, Exception: _unexpected_error})
 
@@ -130,7 +135,9 @@ def _unknown_endpoint(request: Request) -> NotFound:
     """A 404 saying what went wrong: a base URL one /v1 off (the path exists under the other
     base), or an endpoint Costr does not have at all, with what it does have."""
     method, path = request.method, request.url.path
-    routes = [r for r in request.app.routes if isinstance(r, Route)]
+    # The API's routes: a client with a wrong base URL needs these, not the dashboard's pages.
+    routes = [r for r in request.app.routes
+              if isinstance(r, Route) and not r.path.startswith(DASHBOARD)]
     moved = next((r for other in _under_other_base(path) for r in routes
                   if r.path_regex.match(other)), None)
     if moved is not None:
