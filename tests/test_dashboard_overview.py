@@ -24,7 +24,7 @@ from costr.dashboard.charts import MOST_SHARES, daily_chart, nice_step, share_ch
 from costr.server.app import create_app
 from costr.testing import TEST_KEY, seed_key
 from costr.testing.fake_upstream import write_gateway_config
-from costr.testing.synthetic_ledger import ledger_rows, synthetic_keys
+from costr.testing.synthetic_ledger import ROW_COLUMNS, ledger_rows, synthetic_keys
 
 NOW = time.time()
 TODAY = datetime.fromtimestamp(NOW, timezone.utc).date()
@@ -314,7 +314,7 @@ def test_shares_beyond_the_most_shown_are_one_other_row():
 
 def test_synthetic_ledger_rows_are_ledger_records():
     keys = synthetic_keys(10, NOW)
-    records = [ledger_from_row(dict(zip(LEDGER_COLUMNS, row)))
+    records = [ledger_from_row({**dict.fromkeys(LEDGER_COLUMNS), **dict(zip(ROW_COLUMNS, row))})
                for row in ledger_rows(3_000, 7, keys, NOW)]
     assert [r.ts for r in records] == sorted(r.ts for r in records)
     assert {r.key_id for r in records} == {k.key.id for k in keys}

@@ -332,3 +332,24 @@ async def test_search_pages_and_export_agree_on_both_databases(store):
     assert await dashboard_sessions.session_key_id(store, "s1") == "k1"
     await dashboard_sessions.end_session(store, "s1")
     assert await dashboard_sessions.session_key_id(store, "s1") is None
+
+
+
+def test_the_detail_shows_the_scorer_signals_and_the_fallbacks_tried(tmp_path, fake_upstream):
+    """What the ledger records of how a request was routed: the scorer's signals, and each
+    model that failed before the one that answered, with why."""
+    with dashboard_client(tmp_path, fake_upstream.url) as (client, _, _):
+        fake_upstream.enqueue({"status": 503, "error": "overloaded"})
+        answered = client.post("/v1/chat/completions", headers=AUTH, json={
+            "model": "auto", "messages": [{"role": "user", "content": "Say <b>hello</b>."}]})
+        assert answered.status_code == 200
+        request_id = answered.headers["x-request-id"]
+        sign_in(client, TEST_KEY)
+        assert listed(client.get("/dashboard/requests").text) == [request_id]   # written
+        stored = run(client, store_of(client).ledger_record, request_id)
+        assert stored.fallbacks and stored.fallbacks.endswith("overloaded")
+        assert '"form"' in stored.routing_signals
+        detail = client.get(f"/dashboard/requests/{request_id}").text
+        failed_model = stored.fallbacks.split(":")[0]
+        assert f"<li>{failed_model}: " in detail and "overloaded</li>" in detail
+        assert '<dd data-signal="form">' in detail and 'id="request-signals"' in detail

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import anyio
+import orjson
 
 from costr.accounts.records import MICROS, ApiKey, LedgerRecord, Store
 from costr.accounts.auth import KeyCache
@@ -44,6 +45,7 @@ class Entry:
     started: float = field(default_factory=time.monotonic)
     held_micros: int = 0
     settled: bool = False
+    route: Route | None = None   # once routed: its failed attempts go on the record at the end
 
     @property
     def headers(self) -> dict[str, str]:
@@ -54,7 +56,14 @@ class Entry:
         r.requested_model, r.policy, r.policy_rule = request.model, route.policy, route.rule
         r.tier, r.confidence = route.tier, route.confidence
         r.complexity = route.complexity.score if route.complexity else None
+        if route.complexity and route.complexity.signals:
+            r.routing_signals = orjson.dumps(route.complexity.signals, default=str).decode()
         r.input_tokens = route.prompt_tokens
+        self.route = route
+
+    def fallbacks(self) -> str | None:
+        """The attempts that failed before the answer (or before giving up), for the ledger."""
+        return "; ".join(self.route.failed)[:1000] if self.route and self.route.failed else None
 
     def first_byte(self) -> None:
         if self.record.ttft_ms is None:
@@ -114,6 +123,7 @@ class Books:
         r.cost_micros, r.baseline_micros = cost, round(cost_usd(baseline, usage) * MICROS)
         r.savings_percent, r.cache_hit = facts.savings_percent, facts.cache_hit
         r.status, r.error = status, error
+        r.fallbacks = entry.fallbacks()
         r.charged_micros = min(cost, entry.held_micros)
         await self._finish(entry, r.charged_micros)
         if entry.key.tpm is not None:
@@ -125,6 +135,7 @@ class Books:
         if entry.settled:
             return
         entry.record.status, entry.record.error = err.status, err.message[:1000]
+        entry.record.fallbacks = entry.fallbacks()
         # No answer, no usage: the prompt estimate routed() put here is not tokens anyone used,
         # and /v1/usage would count it.
         entry.record.input_tokens = 0

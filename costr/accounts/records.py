@@ -67,6 +67,8 @@ class LedgerRecord:
     complexity: float | None = None
     confidence: float | None = None
     policy_rule: str | None = None   # the policy rule that decided the tier (x_routing.rule)
+    routing_signals: str | None = None   # the scorer's signals, compact JSON
+    fallbacks: str | None = None     # the models that failed before the answer, "model: why; ..."
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0

@@ -81,6 +81,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (4, ["ALTER TABLE ledger ADD COLUMN policy_rule TEXT"]),
     (5, usage_rollups.MIGRATION),  # daily usage rollups, the call history's ledger indexes
     (6, dashboard_sessions.TABLES),  # dashboard sign-in sessions and their cookie secret
+    (7, ["ALTER TABLE ledger ADD COLUMN routing_signals TEXT",   # what the dashboard's request
+         "ALTER TABLE ledger ADD COLUMN fallbacks TEXT"]),        # detail shows of the routing
 ]
 
 CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,7 +1,7 @@
 """Deciding where a request goes: score it, apply the cost policy, choose a model that fits."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from costr.routing.confidence import interpolate
@@ -28,6 +28,8 @@ class Route:
     confidence: float
     prompt_tokens: int
     rule: str | None = None        # the policy rule that applied, if one did
+    # the candidates that failed, in order, each "model: why" (the pipeline's fallback fills it)
+    failed: list[str] = field(default_factory=list)
 
 
 def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,

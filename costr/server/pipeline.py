@@ -108,6 +108,7 @@ async def complete_with_fallback(live: LiveConfig, route: Route,
         try:
             return await live.provider_for(model).complete(request, model), model
         except UpstreamError as err:
+            route.failed.append(f"{model.id}: {err.message}"[:300])
             if not err.retryable or i == len(attempts) - 1:
                 raise client_facing(err) from None
             log.warning("%s failed (%s); falling back to %s", model.id, err.message, attempts[i + 1].id)
@@ -125,6 +126,7 @@ async def open_stream_with_fallback(live: LiveConfig, route: Route, request: Cha
             return model, frames, await frames.__anext__()
         except UpstreamError as err:
             await frames.aclose()
+            route.failed.append(f"{model.id}: {err.message}"[:300])
             if not err.retryable or i == len(attempts) - 1:
                 raise client_facing(err) from None
             log.warning("%s failed (%s); falling back to %s", model.id, err.message, attempts[i + 1].id)

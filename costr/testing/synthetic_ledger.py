@@ -21,7 +21,7 @@ from pathlib import Path
 from costr.accounts.records import ApiKey, display_prefix, hash_secret
 from costr.accounts.store import SQLITE_SCHEME, open_store
 from costr.accounts.store_sql import (CREATE_MIGRATIONS_TABLE, INSERT_KEY, KEY_COLUMNS,
-                                      LEDGER_COLUMNS, MIGRATIONS, RECORD_VERSION, numbered)
+                                      MIGRATIONS, RECORD_VERSION, numbered)
 from costr.testing.fake_upstream import DEFAULT_MODELS, write_gateway_config
 
 BEFORE_THE_DASHBOARD = 5          # the first migration of the dashboard's
@@ -60,9 +60,19 @@ def _micros(tokens_in: int, tokens_out: int, tier: str) -> int:
     return round(tokens_in * price_in + tokens_out * price_out)   # $/M tokens * tokens = micros
 
 
+# The columns of a row `ledger_rows` makes, in its order: the ledger as it was before the
+# dashboard's migrations (later columns, such as the routing signals, are left empty).
+ROW_COLUMNS = (
+    "id", "key_id", "ts", "day", "family", "requested_model", "routed_model", "provider", "tier",
+    "policy", "complexity", "confidence", "policy_rule", "input_tokens", "output_tokens",
+    "cached_tokens", "usage_estimated", "cost_micros", "charged_micros", "baseline_micros",
+    "savings_percent", "cache_hit", "cache_saved_micros", "latency_ms", "ttft_ms", "status",
+    "upstream_status", "error")
+
+
 def ledger_rows(count: int, days: int, keys: list[SyntheticKey], now: float,
                 seed: int = 14) -> list[tuple]:
-    """`count` ledger rows (in LEDGER_COLUMNS order, the LedgerRecord's), oldest first, spread
+    """`count` ledger rows (in ROW_COLUMNS order), oldest first, spread
     evenly over the last `days` days. Keys are used as real ones are, unevenly: the n-th key
     makes a share proportional to 1/n (the first, the admin, about 13% with 1,000 keys).
     Tiers, models, tokens, prices, cache hits (5%) and failures (3%) are drawn as on a routed
@@ -105,8 +115,8 @@ def ledger_rows(count: int, days: int, keys: list[SyntheticKey], now: float,
     return rows
 
 
-_INSERT = (f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "
-           f"VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})")
+_INSERT = (f"INSERT INTO ledger ({', '.join(ROW_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(ROW_COLUMNS))})")
 _EARLIER = [statement for version, statements in MIGRATIONS if version < BEFORE_THE_DASHBOARD
             for statement in statements]
 
@@ -145,7 +155,7 @@ async def bulk_load(url: str, keys: list[SyntheticKey], rows: list[tuple]) -> No
                 await conn.execute(statement)
             await conn.executemany(numbered(RECORD_VERSION), applied)
             await conn.executemany(numbered(INSERT_KEY), [_key_row(k) for k in keys])
-            await conn.copy_records_to_table("ledger", records=rows, columns=LEDGER_COLUMNS)
+            await conn.copy_records_to_table("ledger", records=rows, columns=list(ROW_COLUMNS))
     finally:
         await conn.close()
 

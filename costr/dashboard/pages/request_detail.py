@@ -3,6 +3,7 @@
 POST /v1/router/feedback (accounts/feedback.py)."""
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -40,7 +41,18 @@ async def _page(request: Request, key: ApiKey, record: LedgerRecord, *, status: 
                   prompt=await kept_prompt(store, record.id),
                   keeps_prompts=gateway.config.current.config.feedback.keep_prompts,
                   saved=request.query_params.get("feedback") == "saved",
-                  problem=problem, sent=sent or {})
+                  signals=_signals(record), problem=problem, sent=sent or {})
+
+
+def _signals(record: LedgerRecord) -> list[tuple[str, str]]:
+    """The scorer's signals as (name, value) pairs, as recorded (none for requests from before
+    they were, or that named a model)."""
+    try:
+        signals = json.loads(record.routing_signals) if record.routing_signals else {}
+    except ValueError:
+        return []
+    return [(str(name), str(value)) for name, value in signals.items()] if isinstance(
+        signals, dict) else []
 
 
 async def detail(request: Request) -> Response:
