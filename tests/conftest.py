@@ -75,3 +75,22 @@ async def fresh_postgres_schema():
     finally:
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
+
+
+# ---- a store on each database: SQLite, and the local PostgreSQL in a scratch schema -------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'costr.db'}"
+        return
+    async with fresh_postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+async def store(db_url):
+    from costr.accounts.store import open_store
+    opened = await open_store(db_url)
+    yield opened
+    await opened.close()

@@ -13,9 +13,7 @@ import pytest
 from markupsafe import escape
 from starlette.testclient import TestClient
 
-from conftest import fresh_postgres_schema
 from costr.accounts.records import LedgerRecord
-from costr.accounts.store import open_store
 from costr.accounts.store_sql import LEDGER_COLUMNS, ledger_from_row
 from costr.accounts.usage_rollups import (ADD_TO_ROLLUP, ALL_KEYS, MIGRATION, Usage,
                                           usage_overview, write_ledger_batch)
@@ -66,17 +64,6 @@ def known_ledger(key_ids: list[str]) -> list[LedgerRecord]:
 
 # -- the rollup against the ledger, on both databases -----------------------------------------
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        opened = await open_store(f"sqlite:///{tmp_path / 'costr.db'}")
-        yield opened
-        await opened.close()
-        return
-    async with fresh_postgres_schema() as url:
-        opened = await open_store(url)
-        yield opened
-        await opened.close()
 
 
 LEDGER_SUMS = """SELECT {who} AS key_id, day, COALESCE(tier, '') AS tier, routed_model,

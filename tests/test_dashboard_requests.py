@@ -283,19 +283,6 @@ def anyio_backend():
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request, tmp_path):
-    from conftest import fresh_postgres_schema
-    from costr.accounts.store import open_store
-    if request.param == "sqlite":
-        opened = await open_store(f"sqlite:///{tmp_path / 'costr.db'}")
-        yield opened
-        await opened.close()
-        return
-    async with fresh_postgres_schema() as url:
-        opened = await open_store(url)
-        yield opened
-        await opened.close()
 
 
 def newest_first(numbers) -> list[str]:

@@ -14,28 +14,6 @@ from costr.accounts.store import open_store
 from costr.accounts.store_sql import MIGRATIONS
 
 pytestmark = pytest.mark.anyio
-from conftest import fresh_postgres_schema
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'costr.db'}"
-        return
-    async with fresh_postgres_schema() as url:
-        yield url
-
-
-@pytest.fixture
-async def store(db_url):
-    opened = await open_store(db_url)
-    yield opened
-    await opened.close()
 
 
 def make_key(key_id="k1", balance=None, **kw) -> ApiKey:
