@@ -68,4 +68,6 @@ def record(key_id: str, request_id: str, ts: float | None = None, **fields) -> L
 
 
 def write_records(client: TestClient, records: list[LedgerRecord]) -> None:
-    run(client, store_of(client).write_ledger, records)
+    """Write records as the ledger writer does: the ledger, and the daily rollup with it."""
+    from costr.accounts.usage_rollups import write_ledger_batch
+    run(client, write_ledger_batch, store_of(client), records)

@@ -67,7 +67,7 @@ def known_ledger(key_ids: list[str]) -> list[LedgerRecord]:
 
 
 LEDGER_SUMS = """SELECT {who} AS key_id, day, COALESCE(tier, '') AS tier, routed_model,
-    cache_hit, COUNT(*) AS requests, SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors,
+    requested_model, COALESCE(policy, '') AS policy, cache_hit, COUNT(*) AS requests, SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors,
     SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
     SUM(cached_tokens) AS cached_tokens, SUM(cost_micros) AS cost_micros,
     SUM(baseline_micros) AS baseline_micros, SUM(cache_saved_micros) AS cache_saved_micros
@@ -81,7 +81,7 @@ def normalised(rows: list[dict]) -> set[tuple]:
 
 
 async def ledger_summed(store) -> set[tuple]:
-    group = "day, COALESCE(tier, ''), routed_model, cache_hit"
+    group = "day, COALESCE(tier, ''), routed_model, requested_model, COALESCE(policy, ''), cache_hit"
     per_key = await store._fetch(LEDGER_SUMS.format(who="key_id", group="key_id, " + group))
     every_key = await store._fetch(LEDGER_SUMS.format(who=f"'{ALL_KEYS}'", group=group))
     return normalised(per_key + every_key)

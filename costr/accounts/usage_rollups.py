@@ -1,8 +1,10 @@
 """Daily usage, pre-aggregated: what the dashboard's overview reads instead of the ledger.
 
 The ledger has one row per request, and a busy gateway's month is millions of rows: too many to
-sum on every page view. `usage_daily` holds, per key, UTC day, tier, routed model and cache hit,
-that day's requests, errors, tokens and money; and the same per day for every key at once under
+sum on every page view. `usage_daily` holds, per key, UTC day, tier, routed and requested model,
+policy and cache hit, that day's requests, errors, tokens and money (the requested model and
+the policy are there for the call history: which days hold rows a filter matches, so that a
+filter matching nothing answers without reading the ledger); and the same per day for every key at once under
 the key id `*` (no key id has one), so that an overview, of one key or of all, reads a few
 hundred small rows whatever the ledger's size. Migration 5 creates the table and fills it from
 the ledger; from then on the ledger writer adds each batch to it as it writes the batch.
@@ -17,7 +19,7 @@ from costr.accounts.records import LedgerRecord
 
 ALL_KEYS = "*"
 CHART_DAYS = 30
-_GROUP = ("key_id", "day", "tier", "routed_model", "cache_hit")
+_GROUP = ("key_id", "day", "tier", "routed_model", "requested_model", "policy", "cache_hit")
 _SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_micros",
          "baseline_micros", "cache_saved_micros")
 
@@ -25,7 +27,8 @@ _SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens",
 def _backfill(key_id: str, group_by: str) -> str:
     """The rollup rows of the whole ledger, per key (`key_id`) or for every key (`'*'`)."""
     return f"""INSERT INTO usage_daily ({', '.join(_GROUP + _SUMS)})
-        SELECT {key_id}, day, COALESCE(tier, ''), routed_model, cache_hit, COUNT(*),
+        SELECT {key_id}, day, COALESCE(tier, ''), routed_model, requested_model,
+            COALESCE(policy, ''), cache_hit, COUNT(*),
             SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(input_tokens),
             SUM(output_tokens), SUM(cached_tokens), SUM(cost_micros), SUM(baseline_micros),
             SUM(cache_saved_micros)
@@ -41,6 +44,8 @@ MIGRATION = [
         day TEXT NOT NULL,
         tier TEXT NOT NULL,
         routed_model TEXT NOT NULL,
+        requested_model TEXT NOT NULL,
+        policy TEXT NOT NULL,
         cache_hit BOOLEAN NOT NULL,
         requests BIGINT NOT NULL,
         errors BIGINT NOT NULL,
@@ -50,9 +55,11 @@ MIGRATION = [
         cost_micros BIGINT NOT NULL,
         baseline_micros BIGINT NOT NULL,
         cache_saved_micros BIGINT NOT NULL,
-        PRIMARY KEY (key_id, day, tier, routed_model, cache_hit))""",
-    _backfill("key_id", "key_id, day, COALESCE(tier, ''), routed_model, cache_hit"),
-    _backfill(f"'{ALL_KEYS}'", "day, COALESCE(tier, ''), routed_model, cache_hit"),
+        PRIMARY KEY (key_id, day, tier, routed_model, requested_model, policy, cache_hit))""",
+    _backfill("key_id", "key_id, day, COALESCE(tier, ''), routed_model, requested_model, "
+                        "COALESCE(policy, ''), cache_hit"),
+    _backfill(f"'{ALL_KEYS}'", "day, COALESCE(tier, ''), routed_model, requested_model, "
+                               "COALESCE(policy, ''), cache_hit"),
     "DROP INDEX ledger_key_ts",
     "CREATE INDEX ledger_key_ts_id ON ledger (key_id, ts, id)",
     "DROP INDEX ledger_ts",
@@ -72,6 +79,36 @@ CREDIT_TOTALS = """SELECT COUNT(*) AS keys_in_use,
     FROM api_keys WHERE NOT revoked"""
 
 
+async def days_with_rows(store, key_id: str | None, *, tier: str | None = None,
+                         model: str | None = None, policy: str | None = None,
+                         failed: bool | None = None, first: date | None = None,
+                         last: date | None = None) -> tuple[date, date] | None:
+    """The first and last UTC day holding a request of `key_id` (None: any key) with this
+    tier, model (routed or requested), policy and outcome (`failed`: True, an error status;
+    False, answered), within [first, last]; None when no day does."""
+    conditions, params = ["key_id = ?"], [ALL_KEYS if key_id is None else key_id]
+    for column, value in (("tier", tier), ("policy", policy)):
+        if value:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    if model:
+        conditions.append("(routed_model = ? OR requested_model = ?)")
+        params += [model, model]
+    if failed is not None:
+        conditions.append("errors > 0" if failed else "requests > errors")
+    if first is not None:
+        conditions.append("day >= ?")
+        params.append(first.isoformat())
+    if last is not None:
+        conditions.append("day <= ?")
+        params.append(last.isoformat())
+    row = (await store._fetch("SELECT MIN(day) AS first, MAX(day) AS last FROM usage_daily "
+                              f"WHERE {' AND '.join(conditions)}", tuple(params)))[0]
+    if row["first"] is None:
+        return None
+    return date.fromisoformat(row["first"]), date.fromisoformat(row["last"])
+
+
 def rollup_increments(records: list[LedgerRecord]) -> list[tuple]:
     """What a batch of ledger records adds to the rollup, one row per group (each record counts
     for its key and for every key), sorted so that two instances writing at once lock the
@@ -81,7 +118,8 @@ def rollup_increments(records: list[LedgerRecord]) -> list[tuple]:
         values = (1, int(r.status >= 400), r.input_tokens, r.output_tokens, r.cached_tokens,
                   r.cost_micros, r.baseline_micros, r.cache_saved_micros)
         for key_id in (r.key_id, ALL_KEYS):
-            total = sums[(key_id, r.day, r.tier or "", r.routed_model, bool(r.cache_hit))]
+            total = sums[(key_id, r.day, r.tier or "", r.routed_model, r.requested_model,
+                          r.policy or "", bool(r.cache_hit))]
             for i, value in enumerate(values):
                 total[i] += int(value)
     return [(*group, *totals) for group, totals in sorted(sums.items())]

@@ -6,8 +6,9 @@ dropped afterwards), at the schema of a Costr from before the dashboard; upgrade
 `costr serve` would (timing migration 5, the daily rollup's backfill and the call history's
 indexes); then runs the app in this process (httpx's ASGI transport: no network, so a figure is
 the server's own time) and times each page signed in as the admin key and as a user key: the
-overview, the call history's first page, a filtered page (tier, model and a date range), a deep
-page (reached by following 20 "older" links) and the first bytes of the CSV export. Each figure
+overview, the call history's first page, a filtered page (tier, model and a date range), a
+filter that matches nothing and a sparse one (neither with a date range), a deep page (reached
+by following 20 "older" links) and the first bytes of the CSV export. Each figure
 is the median of --repeat fetches after one warm-up fetch.
 """
 from __future__ import annotations
@@ -132,6 +133,11 @@ def _pages(today) -> dict[str, str]:
             "Overview, all keys": "/dashboard?key_id=all",
             "Call history, page 1": "/dashboard/requests",
             "Call history, filtered": f"/dashboard/requests?{filtered}",
+            # no date range, and nothing matches: the rollup answers, not a walk of the ledger
+            "Call history, filter matching nothing": "/dashboard/requests?" + urlencode(
+                {"tier": "premium", "model": "fake-mini"}),
+            "Call history, sparse filter (failed, premium)": "/dashboard/requests?" + urlencode(
+                {"status": "error", "tier": "premium"}),
             f"Call history, page {DEEP + 1}": "",   # found by following links from page 1
             "CSV export, first bytes": "/dashboard/requests.csv"}
 
