@@ -20,6 +20,7 @@ import orjson
 
 from costr.accounts.records import MICROS, ApiKey, LedgerRecord, Store
 from costr.accounts.auth import KeyCache
+from costr.accounts.keys import MAX_BALANCE_MICROS
 from costr.wire.conversation import ChatRequest, Usage
 from costr.errors import CostrError, InsufficientCredits, UpstreamError
 from costr.wire.formats import RoutingFacts
@@ -153,8 +154,12 @@ class Books:
 
 
 def worst_case_micros(model: ModelSpec, prompt_tokens: int, max_tokens: int | None) -> int:
+    """The most this model can cost for this prompt. No model writes more than its output
+    limit, nor more than its context window holds: a max_tokens of 2**62 asks for no more
+    than that, and the hold never exceeds what a balance can be (nor overflows a BIGINT)."""
     output = max_tokens or model.max_output_tokens or DEFAULT_OUTPUT_LIMIT
-    if model.max_output_tokens:
-        output = min(output, model.max_output_tokens)
+    for ceiling in (model.max_output_tokens, model.context_window):
+        if ceiling:
+            output = min(output, ceiling)
     usage = Usage(input_tokens=int(prompt_tokens * INPUT_MARGIN) + 16, output_tokens=output)
-    return max(1, round(cost_usd(model, usage) * MICROS))
+    return min(MAX_BALANCE_MICROS, max(1, round(cost_usd(model, usage) * MICROS)))

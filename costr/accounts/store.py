@@ -72,7 +72,7 @@ async def open_store(url: str | None, data_dir: str | os.PathLike | None = None)
 
 def _make_directory(directory: Path) -> None:
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreUnavailable(f"cannot create the data directory {directory}: "
                                f"{_reason(exc)}") from None

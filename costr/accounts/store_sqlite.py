@@ -7,6 +7,7 @@ event loop never waits on disk. Several processes may share the file: SQLite's w
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ class SQLiteStore(SQLStore):
     def _connection(self) -> sqlite3.Connection:
         """The worker thread's connection, opened on first use."""
         if self._conn is None:
+            create_owner_only(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -96,6 +98,17 @@ class SQLiteStore(SQLStore):
     async def close(self) -> None:
         await self._call(self._close_now)
         self._worker.shutdown(wait=True)
+
+
+def create_owner_only(path: Path) -> None:
+    """Create the database file readable and writable by its owner alone, as SQLite would not
+    (it follows the umask, usually 0644): it holds every key's hash, the ledger and perhaps
+    kept prompts. SQLite gives the -wal and -shm files the database file's mode. An existing
+    file is left as the operator set it."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
 
 
 def use_wal(conn: sqlite3.Connection, timeout_seconds: float) -> None:

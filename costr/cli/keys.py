@@ -1,5 +1,8 @@
 """`costr keys`: create, list, revoke and top up API keys.
 
+revoke and top-up find the key by id, display prefix or name (`costr keys top-up alice`); a
+name two keys share is refused with the list of them, to pick by id.
+
 `costr keys create` prints the new key alone on stdout, so `KEY=$(costr keys create --name x)`
 works; everything else it says goes to stderr. The key is shown once: only its hash is stored.
 """
@@ -10,8 +13,8 @@ import asyncio
 import sys
 from datetime import datetime, timezone
 
-from costr.accounts.keys import issue_key
-from costr.accounts.records import MICROS, ApiKey, Store, usd_to_micros
+from costr.accounts.keys import AmbiguousKey, KeyValueRefused, find_key, issue_key, top_up_key
+from costr.accounts.records import MICROS, ApiKey, Store
 from costr.cli.options import database_options
 from costr.accounts.store import StoreUnavailable, open_store
 
@@ -31,9 +34,9 @@ def add_keys_parser(subparsers) -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="may use the admin endpoints")
     sub.add_parser("list", parents=[database], help="list keys (prefixes, never secrets)")
     revoke = sub.add_parser("revoke", parents=[database], help="revoke a key")
-    revoke.add_argument("ident", metavar="ID_OR_PREFIX")
+    revoke.add_argument("ident", metavar="KEY", help="id, display prefix or name")
     top_up = sub.add_parser("top-up", parents=[database], help="add credit to a key")
-    top_up.add_argument("ident", metavar="ID_OR_PREFIX")
+    top_up.add_argument("ident", metavar="KEY", help="id, display prefix or name")
     top_up.add_argument("--usd", type=float, required=True, metavar="AMOUNT")
     return keys
 
@@ -55,7 +58,7 @@ def run_keys(args: argparse.Namespace) -> int:
             await store.close()
     try:
         return asyncio.run(run())
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, KeyValueRefused) as exc:
         print(f"costr keys: {exc}", file=sys.stderr)
         return 2
 
@@ -104,9 +107,13 @@ async def _list(store: Store, args) -> int:
 
 
 async def _find(store: Store, ident: str) -> ApiKey | None:
-    key = await store.key_by_id_or_prefix(ident)
+    try:
+        key = await find_key(store, ident)
+    except AmbiguousKey as exc:
+        print(f"costr keys: {exc}", file=sys.stderr)
+        return None
     if key is None:
-        print(f"costr keys: no single key has the id or prefix {ident!r} "
+        print(f"costr keys: no single key has the id, prefix or name {ident!r} "
               "(see `costr keys list`)", file=sys.stderr)
     return key
 
@@ -130,6 +137,6 @@ async def _top_up(store: Store, args) -> int:
         print(f"costr keys: key {key.id} ({key.prefix}...) has unlimited credit; "
               "nothing to top up", file=sys.stderr)
         return 1
-    balance = await store.top_up(key.id, usd_to_micros(args.usd))
+    balance = await top_up_key(store, key, args.usd)
     print(f"key {key.id} ({key.prefix}...) balance now {usd(balance)} USD")
     return 0

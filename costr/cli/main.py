@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--limits", default=os.environ.get("COSTR_LIMITS_URL"),
                        help="memory:// (default) or redis://HOST:PORT/DB to share rate limits "
                             "between instances (env COSTR_LIMITS_URL)")
+    serve.add_argument("--max-body-mb", type=float, default=float(os.environ.get("COSTR_MAX_BODY_MB", "32")),
+                       help="refuse request bodies larger than this with 413, without reading "
+                            "them whole (default 32; env COSTR_MAX_BODY_MB)")
     serve.add_argument("--no-dashboard", dest="dashboard", action="store_false",
                        default=os.environ.get("COSTR_DASHBOARD", "on").lower() not in ("off", "0", "false", "no"),
                        help="do not serve the browser dashboard at /dashboard (env COSTR_DASHBOARD=off)")
@@ -158,7 +161,8 @@ def _serve(args, registry, config) -> int:
         print(first_key_hint(where), file=sys.stderr)
     app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
                      registry=registry, database=args.database, data_dir=args.data_dir,
-                     limits=args.limits, cache=args.cache, dashboard=args.dashboard)
+                     limits=args.limits, cache=args.cache, dashboard=args.dashboard,
+                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path.rstrip("/"),
                 log_level=args.log_level, access_log=False,
                 loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=30)

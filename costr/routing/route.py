@@ -13,7 +13,7 @@ from costr.routing.rules import apply_rule, first_match
 from costr.config.pricing import cost_usd, expected_usage
 from costr.wire.providers import ModelSpec
 from costr.routing.scoring import Complexity, estimate_tokens
-from costr.routing.sessions import SessionTiers, continues_tool_loop
+from costr.routing.sessions import KeySessions, continues_tool_loop
 
 MODELS_HINT = 'Use "auto", or a model id listed by GET /v1/models.'
 
@@ -33,8 +33,9 @@ class Route:
 
 
 def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,
-                  sessions: SessionTiers | None = None, headers: Mapping | None = None) -> Route:
-    """Where `request` goes. `headers` (the client's) are what rules on the client read."""
+                  sessions: KeySessions | None = None, headers: Mapping | None = None) -> Route:
+    """Where `request` goes. `headers` (the client's) are what rules on the client read;
+    `sessions`, the calling key's agent sessions (SessionTiers.of_key)."""
     policy_name = check_priority(live, priority)
     prompt_tokens = estimate_tokens(request)
     name = request.model

@@ -5,6 +5,7 @@ that makes sense)."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 
@@ -18,7 +19,7 @@ from costr.accounts.auth import require_admin
 from costr.errors import InvalidRequest, NotFound
 from costr.accounts.feedback_export import export_lines
 from costr.wire.formats import parse_json_object
-from costr.accounts.keys import issue_key
+from costr.accounts.keys import KeyValueRefused, issue_key, top_up_key
 from costr.server.pipeline import json_response
 
 MAX_PAGE = 500
@@ -196,19 +197,22 @@ async def _create_key(gateway, key: ApiKey, request: Request):
     require_admin(key)
     body = parse_json_object(await request.body())
     name = body.get("name")
-    if not isinstance(name, str) or not name:
+    if name is None:
         raise InvalidRequest("Missing required parameter: 'name'.", param="name")
-    credits = body.get("credits_usd")
-    if credits is not None and (not isinstance(credits, (int, float)) or isinstance(credits, bool) or credits < 0):
-        raise InvalidRequest("'credits_usd' must be a non-negative number (omit it for unlimited).",
-                             param="credits_usd")
-    limits = {n: body.get(n) for n in ("rpm", "tpm")}
-    for n, v in limits.items():
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise InvalidRequest(f"'{n}' must be a positive integer.", param=n)
-    new, secret = await issue_key(gateway.books.store, name, credits_usd=credits,
-                                  admin=bool(body.get("admin")), **limits)
+    with refused_as_400():
+        new, secret = await issue_key(gateway.books.store, name, credits_usd=body.get("credits_usd"),
+                                      rpm=body.get("rpm"), tpm=body.get("tpm"),
+                                      admin=bool(body.get("admin")))
     return json_response({**_key_view(new), "key": secret}, status=201)
+
+
+@contextmanager
+def refused_as_400():
+    """A value keys.py refuses (out of bounds, or not a number) is the caller's 400."""
+    try:
+        yield
+    except KeyValueRefused as refused:
+        raise InvalidRequest(str(refused), param=refused.param) from None
 
 
 async def _target(gateway, request: Request) -> ApiKey:
@@ -231,9 +235,8 @@ async def _top_up(gateway, key: ApiKey, request: Request):
     other = await _target(gateway, request)
     body = parse_json_object(await request.body())
     amount = body.get("usd")
-    if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
-        raise InvalidRequest("'usd' must be a positive number.", param="usd")
     if other.unlimited:
         raise InvalidRequest("This key is unlimited; it has no balance to top up.", param="usd")
-    balance = await gateway.books.store.top_up(other.id, round(amount * MICROS))
+    with refused_as_400():
+        balance = await top_up_key(gateway.books.store, other, amount)
     return json_response({**_key_view(other), "balance_usd": balance / MICROS})

@@ -26,6 +26,7 @@ from costr.dashboard.app import MOUNT as DASHBOARD, routes as dashboard_routes
 from costr.accounts.limits import open_limiter
 from costr.server.embeddings import answer_embeddings
 from costr.server.pipeline import Gateway, answer_chat, count_input_tokens, json_response
+from costr.server.request_limits import MB, RequestLimits, check_headers, read_capped_body
 from costr.accounts.store import open_store
 from costr.routing.sessions import SessionTiers
 from costr.plugins import Registry, collect, make_plugin_manager
@@ -39,11 +40,12 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
                registry: Registry | None = None, watch_seconds: float = 1.0,
                database: str | None = None, data_dir: str | Path | None = None,
                limits: str | None = None, cache: str | None = None,
-               dashboard: bool = True) -> Starlette:
+               dashboard: bool = True, max_body_bytes: int = 32 * MB) -> Starlette:
     """`database`: a PostgreSQL URL or sqlite:///PATH (default: SQLite in `data_dir`);
     `limits`: memory:// (default) or redis://HOST:PORT/DB for limits shared by instances;
     `cache`: the response cache backend's URL (default memory://; `none` turns it off);
-    `dashboard`: serve the browser dashboard under /dashboard (False: those paths are 404)."""
+    `dashboard`: serve the browser dashboard under /dashboard (False: those paths are 404);
+    `max_body_bytes`: larger request bodies are refused with 413 without being read whole."""
     registry = registry or collect(make_plugin_manager())
 
     @asynccontextmanager
@@ -63,7 +65,8 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
         prompts = PromptKeeper(store, lambda: holder.current.config.feedback.keep_days)
         prompts.start()
         app.state.gateway = Gateway(config=holder, sessions=SessionTiers(), books=books,
-                                    cache=responses, prompts=prompts)
+                                    cache=responses, prompts=prompts,
+                                    request_limits=RequestLimits(max_body_bytes=max_body_bytes))
         app.state.started = time.time()
         try:
             yield
@@ -85,11 +88,16 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
         if isinstance(fmt, EmbeddingsFormat):
             routes += [Route(path, _format_endpoint(fmt, answer_embeddings), methods=["POST"])
                        for path in fmt.embeddings_paths]
+    # Which family answers at each path, so errors raised before an endpoint runs (405) come
+    # in the shape that family's clients parse.
+    family_by_path = {route.path: route.endpoint.family for route in routes}
     routes += endpoints.routes(registry)
     if dashboard:
         routes += dashboard_routes()
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: _http_error, Exception: _unexpected_error})
+    app.state.family_by_path = family_by_path
+    return app
 
 
 def _open_cache_backend(url: str | None, registry: Registry):
@@ -105,15 +113,22 @@ def _open_cache_backend(url: str | None, registry: Registry):
 
 
 def _format_endpoint(fmt, handler):
-    """An endpoint serving `handler(gateway, fmt, body, headers)`, errors in fmt's shape."""
+    """An endpoint serving `handler(gateway, fmt, body, headers)`, errors in fmt's shape.
+    The caller's key is checked from the headers before the body is read, and the body is read
+    only up to the size limit: neither a stranger nor a key holder can make Costr hold more."""
     async def endpoint(request: Request):
+        gateway = request.app.state.gateway
+        limits = gateway.request_limits
         try:
-            body = await request.body()
-            return await handler(request.app.state.gateway, fmt, body, request.headers)
+            check_headers(request.headers, limits)
+            await gateway.books.keys.authenticate(request.headers)
+            body = await read_capped_body(request, limits.max_body_bytes)
+            return await handler(gateway, fmt, body, request.headers)
         except CostrError as err:
             status, error_body = fmt.encode_error(err)
             return json_response(error_body, status=status, headers=err.headers)
     endpoint.__name__ = f"{handler.__name__}_{fmt.name.replace('-', '_')}"
+    endpoint.family = fmt
     return endpoint
 
 
@@ -123,12 +138,22 @@ def error_response(err: CostrError):
 
 async def _http_error(request: Request, exc: HTTPException):
     if exc.status_code == 404:
-        err = _unknown_endpoint(request)
-    else:
-        err = CostrError(exc.detail or "request failed", status=exc.status_code,
-                         code="method_not_allowed" if exc.status_code == 405 else None)
-        err.kind = "invalid_request" if exc.status_code < 500 else "internal"
-    return error_response(err)
+        return error_response(_unknown_endpoint(request))
+    err = CostrError(exc.detail or "request failed", status=exc.status_code,
+                     code="method_not_allowed" if exc.status_code == 405 else None,
+                     headers=exc.headers)
+    err.kind = "invalid_request" if exc.status_code < 500 else "internal"
+    family = request.app.state.family_by_path.get(_route_path(request))
+    if family is None:
+        return error_response(err)
+    status, body = family.encode_error(err)
+    return json_response(body, status=status, headers=err.headers)
+
+
+def _route_path(request: Request) -> str:
+    """The path the routes are matched on: without the prefix a reverse proxy serves Costr under."""
+    path, root = request.url.path, request.scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def _unknown_endpoint(request: Request) -> NotFound:

@@ -6,6 +6,7 @@ import time
 from starlette.requests import Request
 from starlette.routing import Route
 
+from costr.accounts.auth import credential
 from costr.server import account_endpoints
 from costr.errors import CostrError, ModelNotFound, default_error_body
 from costr.wire.formats import parse_json_object
@@ -103,12 +104,20 @@ async def _get_model(live: LiveConfig, request: Request):
 
 
 async def _health(live: LiveConfig, request: Request):
+    """ok, degraded (some providers unusable) or unusable (503: none is; a load balancer
+    should send nothing here). Anyone gets the bare status; only an admin key gets the detail
+    (provider names and types, configuration paths, the variables holding API keys, models),
+    which would otherwise map the deployment for a stranger."""
     config = live.config
+    status = "ok" if live.usable == frozenset(config.providers) else (
+        "degraded" if live.usable else "unusable")
+    code = 503 if status == "unusable" else 200
+    if not await _is_admin(request):
+        return json_response({"status": status}, status=code)
     missing = config.missing_credentials()
     providers = {name: {"type": s.type, "usable": name in live.usable,
                         **({"missing_env": missing[name]} if name in missing else {})}
                  for name, s in config.providers.items()}
-    status = "ok" if live.usable == frozenset(providers) else ("degraded" if live.usable else "unusable")
     return json_response({
         "status": status, "config_loaded": True,
         "config": {"providers_file": str(config.sources[0]), "policies_dir": str(config.sources[1])},
@@ -117,7 +126,19 @@ async def _health(live: LiveConfig, request: Request):
         "policies": sorted(live.policies), "default_policy": config.routing.default_policy,
         "scorer": config.routing.scorer, "baseline": config.baseline.id,
         "uptime_seconds": round(time.time() - request.app.state.started, 1),
-    })
+    }, status=code)
+
+
+async def _is_admin(request: Request) -> bool:
+    """Whether the request carries a valid admin key; no key, or a bad one, is simply not an
+    admin here (a health probe is never refused)."""
+    if credential(request.headers) is None:
+        return False
+    try:
+        key = await request.app.state.gateway.books.keys.authenticate(request.headers)
+    except CostrError:
+        return False
+    return key.admin
 
 
 async def _dry_run(live: LiveConfig, request: Request, registry):

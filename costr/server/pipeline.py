@@ -1,13 +1,14 @@
 """The life of a chat request, in one place.
 
-authenticate -> decode the client's format -> route (score, policy, choose model) -> cache
+authenticate (from the headers, before the endpoint reads the capped body: request_limits.py)
+-> decode the client's format, within the message and tool limits -> route (score, policy, choose model) -> cache
 lookup -> limits and credit hold -> call the provider, with fallback -> finish (account, keep the
 prompt if the operator opted in, cache store) -> encode in the client's format.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import anyio
@@ -26,6 +27,7 @@ from costr.routing.route import Route, route_request
 from costr.routing.scoring import estimate_tokens
 from costr.cache.responses import CachePlan, ResponseCache, replay_frames
 from costr.routing.sessions import SessionTiers
+from costr.server.request_limits import RequestLimits, check_request_size
 from costr.server.streaming import StreamTally, settled_usage, with_keepalives
 
 log = logging.getLogger("costr.request")
@@ -34,12 +36,14 @@ log = logging.getLogger("costr.request")
 @dataclass
 class Gateway:
     """What every request shares: the configuration in force, the agent sessions seen, the
-    books (keys, credits, limits, ledger), the response cache and the kept prompts."""
+    books (keys, credits, limits, ledger), the response cache, the kept prompts, and the limits
+    on what a client may send."""
     config: ConfigHolder
     sessions: SessionTiers
     books: Books
     cache: ResponseCache
     prompts: PromptKeeper
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) -> Response:
@@ -48,8 +52,9 @@ async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) ->
     try:
         live = gateway.config.current
         request = fmt.decode_request(body, headers)              # decode the client's format
-        route = route_request(live, request, headers.get("x-cost-priority"), gateway.sessions,
-                              headers)
+        check_request_size(request, gateway.request_limits)
+        route = route_request(live, request, headers.get("x-cost-priority"),
+                              gateway.sessions.of_key(entry.key.id), headers)
         entry.routed(request, route)                             # scored, policy applied
         plan = gateway.cache.plan(live.config.cache, request, route, entry.key.id, headers)
         cached = plan and await gateway.cache.lookup(plan)
@@ -237,6 +242,7 @@ async def count_input_tokens(gateway: Gateway, fmt: ApiFormat, body: bytes, head
     # A format whose count requests differ from its chat requests (no max_tokens) says so.
     decode = getattr(fmt, "decode_count_request", fmt.decode_request)
     request = decode(body, headers)
+    check_request_size(request, gateway.request_limits)
     tokens = None
     try:
         route = route_request(live, request, headers.get("x-cost-priority"), headers=headers)

@@ -7,15 +7,19 @@ Providers see only this small interface, never aiohttp.
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, TypeVar
 
 import aiohttp
 import orjson
 
 from costr.errors import UpstreamError, UpstreamTimeout
 from costr.wire.sse import read_events
+
+log = logging.getLogger("costr.upstream")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -24,14 +28,44 @@ class Timeouts:
     read: float = 300.0  # longest silence allowed between bytes of an answer
 
 
+# What a decoder raises when a JSON answer is not the shape it reads (a list for an object, a
+# string for a list, a missing key).
+UNREADABLE = (AttributeError, KeyError, IndexError, TypeError, ValueError)
+
+
 @dataclass(slots=True)
 class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
+    url: str = ""   # what was asked; only its host goes into messages
 
     def json(self):
-        return orjson.loads(self.body)
+        """The body as JSON. A body that is not JSON (an upstream answering 200 with an HTML
+        page or a cut-off body) is the upstream's fault, which another upstream need not
+        share: a retryable UpstreamError, so the router falls back, and 502 if none is left."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise self.unreadable("a body that is not JSON") from None
+
+    def decoded(self, decode: Callable[[dict], T]) -> T:
+        """`decode(body)` for a JSON object body; a body the decoder cannot read (not an
+        object, or an object of the wrong shape) is a retryable UpstreamError too."""
+        body = self.json()
+        if not isinstance(body, dict):
+            raise self.unreadable(f"JSON that is not an object ({type(body).__name__})")
+        try:
+            return decode(body)
+        except UNREADABLE as exc:
+            log.warning("cannot read the answer of %s", _host(self.url), exc_info=True)
+            raise self.unreadable(f"an answer Costr cannot read ({type(exc).__name__}: "
+                                  f"{str(exc)[:200]})") from None
+
+    def unreadable(self, what: str) -> UpstreamError:
+        return UpstreamError(f"the upstream at {_host(self.url) or 'the provider'} answered "
+                             f"{self.status} with {what}", upstream_status=self.status,
+                             retryable=True)
 
 
 class Upstream:
@@ -56,7 +90,7 @@ class Upstream:
             async with self._session.request(method, url, data=body, headers=headers,
                                              timeout=_client_timeout(timeouts)) as resp:
                 payload = await resp.read()
-                reply = Reply(resp.status, dict(resp.headers), payload)
+                reply = Reply(resp.status, dict(resp.headers), payload, url)
         except asyncio.TimeoutError:
             raise UpstreamTimeout(f"the upstream at {_host(url)} did not answer in time") from None
         except aiohttp.ClientError as exc:

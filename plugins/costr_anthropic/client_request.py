@@ -52,7 +52,7 @@ def decode_request(body: bytes, headers=None, *, require_max_tokens: bool = True
     try:
         b = _Body.model_validate(raw)
     except ValidationError as exc:
-        raise _field_error(exc) from None
+        raise _field_error(exc, raw) from None
     if require_max_tokens and b.max_tokens is None:
         raise invalid("max_tokens", "Field required")
     user = _user_id(b.metadata)
@@ -73,10 +73,26 @@ def invalid(param: str, message: str) -> InvalidRequest:
     return InvalidRequest(f"{param}: {message}", param=param)
 
 
-def _field_error(exc: ValidationError) -> InvalidRequest:
+def _field_error(exc: ValidationError, raw: dict) -> InvalidRequest:
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("list[", "str", "dict["))]
-    return invalid(".".join(loc) or "body", err["msg"])
+    return invalid(_field_path(err["loc"], raw) or "body", err["msg"])
+
+
+def _field_path(loc: tuple, raw: dict) -> str:
+    """Pydantic's error location as Anthropic's dotted path (`messages.0`). The location also
+    holds the tags of a union's members (`str`, `list[any]`); telling them apart by name would
+    drop fields named like them (`stream`), so the path follows the body itself and stops
+    where the body has no further object or array to step into."""
+    path, node = [], raw
+    for step in loc:
+        if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            node = node[step]
+        elif isinstance(node, dict) and isinstance(step, str):
+            node = node.get(step)
+        else:
+            break
+        path.append(str(step))
+    return ".".join(path)
 
 
 def _forwarded(headers) -> dict[str, str]:
@@ -237,12 +253,22 @@ def _image(block: dict, at: str, names=None) -> Image | None:
 
 def _document(block: dict, at: str, names=None) -> Text | None:
     """A plain-text document is text; a PDF has no neutral form."""
-    source = block.get("source") or {}
-    if source.get("type") == "text" and isinstance(source.get("data"), str):
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise invalid(f"{at}.source", "Input should be a valid dictionary")
+    if source.get("type") == "text":
+        if not isinstance(source.get("data"), str):
+            raise invalid(f"{at}.source.data", "Input should be a valid string")
         return Text(source["data"]) if source["data"] else None
-    if source.get("type") == "content" and isinstance(source.get("content"), list):
-        text = "".join(b.get("text", "") for b in source["content"]
-                       if isinstance(b, dict) and b.get("type") == "text")
+    if source.get("type") == "content":
+        blocks = source.get("content")
+        if isinstance(blocks, str):
+            return Text(blocks) if blocks else None
+        if not isinstance(blocks, list):
+            raise invalid(f"{at}.source.content", "Input should be a valid string or list")
+        texts = [_text(b, f"{at}.source.content.{k}") for k, b in enumerate(blocks)
+                 if isinstance(b, dict) and b.get("type") == "text"]
+        text = "".join(t.text for t in texts if t)
         return Text(text) if text else None
     return None
 
@@ -263,10 +289,10 @@ def _tool_result(block: dict, at: str, names: dict[str, str]) -> ToolResult:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
         raise invalid(f"{at}.tool_use_id", "Field required")
-    content = block.get("content", [])
+    content = block.get("content")
     if isinstance(content, list):
         content = [b for b in content if isinstance(b, dict) and b.get("type") in _RESULT_BLOCKS]
-    parts = decode_content(content, f"{at}.content", "user", names) if content else []
+    parts = decode_content(content, at, "user", names) if content is not None else []
     return ToolResult(call_id, [p for p in parts if isinstance(p, (Text, Image))],
                       is_error=block.get("is_error") is True, name=names.get(call_id))
 

@@ -31,12 +31,7 @@ class AnthropicProvider(Provider):
         reply = await self.http.request(
             "POST", self._url("/v1/messages"), headers=headers, body=orjson.dumps(body),
             timeouts=self.settings.timeouts, secret=self.settings.api_key)
-        try:
-            body = reply.json()
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"provider {self.name} answered with a body that is not JSON",
-                                upstream_status=reply.status) from None
-        return response_from_wire(body)
+        return reply.decoded(response_from_wire)
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
         decoder = StreamDecoder()
@@ -44,14 +39,20 @@ class AnthropicProvider(Provider):
         async with self.http.stream(
                 self._url("/v1/messages"), headers=headers, body=orjson.dumps(body),
                 timeouts=self.settings.timeouts, secret=self.settings.api_key) as events:
+            started = False
             async for sse in events:
                 try:
                     data = orjson.loads(sse.data)
                 except orjson.JSONDecodeError:
+                    if not started:   # nothing sent yet: the router may still fall back
+                        raise self._garbled(model, "an event that is not JSON") from None
                     failure = StreamFailure(502, f"provider {self.name} sent an event that is not JSON")
                     yield Frame(events=[failure], raw=None, raw_format=WIRE_FORMAT)
                     return
+                started = True
                 yield Frame(events=decoder.feed(data), raw=data, raw_format=WIRE_FORMAT)
+            if not started:   # a 200 whose body held no stream (an HTML page, say)
+                raise self._garbled(model, "no stream event")
         owed = decoder.finish()
         if owed:
             yield Frame(events=owed, raw=None, raw_format=WIRE_FORMAT)
@@ -82,6 +83,12 @@ class AnthropicProvider(Provider):
         else:
             body.pop("stream", None)
         return body, self._headers(forwarded)
+
+    def _garbled(self, model: ModelSpec, what: str) -> UpstreamError:
+        """A stream that went wrong before its first event: retryable, as another upstream
+        need not share the fault."""
+        return UpstreamError(f"provider {self.name} answered 200 for {model.id} with {what}",
+                             upstream_status=200, retryable=True)
 
     def _url(self, path: str) -> str:
         # Operators often copy a base URL ending in /v1 from other tools' settings.

@@ -48,8 +48,8 @@ class GeminiProvider(Provider):
 
     async def complete(self, request: ChatRequest, model: ModelSpec) -> ChatResponse:
         reply = await self._post(model, "generateContent", self.body(request, model))
-        return restore_in_response(response_from_wire(reply.json(), model_tag(model)),
-                                   TOOL_NAMES.originals(request))
+        answer = reply.decoded(lambda body: response_from_wire(body, model_tag(model)))
+        return restore_in_response(answer, TOOL_NAMES.originals(request))
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
         url = self.endpoint(model, "streamGenerateContent", sse=True)
@@ -72,6 +72,9 @@ class GeminiProvider(Provider):
                 failure = StreamFailure(exc.upstream_status or exc.status, exc.message)
                 yield Frame([failure], raw_format=self.wire_format)
                 return
+            if not decoder.started:   # a 200 whose body held no stream: another may answer
+                raise UpstreamError(f"{model.id} answered 200 with no stream chunk",
+                                    upstream_status=200)
         tail = decoder.finish()
         if tail:
             yield Frame(restore_in_events(tail, names), raw_format=self.wire_format)

@@ -34,6 +34,8 @@ class _Body(BaseModel):
     reasoning_effort: str | None = None
     user: str | None = None
     n: int | None = Field(default=None, ge=1)
+    functions: list[dict[str, Any]] | None = None      # the legacy form of `tools`
+    function_call: str | dict[str, Any] | None = None  # the legacy form of `tool_choice`
 
 
 SESSION_HEADERS = ("x-session-id", "x-claude-code-session-id")
@@ -44,9 +46,10 @@ def decode_request(body: bytes, headers=None) -> ChatRequest:
     try:
         b = _Body.model_validate(raw)
     except ValidationError as exc:
-        raise _field_error(exc) from None
+        raise _field_error(exc, raw) from None
     if b.n not in (None, 1):
         raise InvalidRequest("Only n=1 is supported.", param="n")
+    _check_legacy_functions(b.functions, b.function_call)
     system, messages = _decode_messages(b.messages)
     return ChatRequest(
         messages=messages, system=system, model=b.model,
@@ -69,14 +72,77 @@ def _session(headers, user: str | None) -> str | None:
     return user
 
 
-def _field_error(exc: ValidationError) -> InvalidRequest:
+def _field_error(exc: ValidationError, raw: dict) -> InvalidRequest:
     err = exc.errors()[0]
-    param = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("list[", "str", "dict[")))
+    param = _field_path(err["loc"], raw)
     if err["type"] == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
                               code="missing_required_parameter")
     return InvalidRequest(f"Invalid value for '{param}': {err['msg']}.", param=param,
                           code="invalid_value")
+
+
+def _field_path(loc: tuple, raw: dict) -> str:
+    """Pydantic's error location as the client's field path (`stop`, `tools[0]`). The location
+    also holds the tags of a union's members (`str`, `dict[str,any]`); telling them apart by
+    name would drop fields named like them (`stream`), so the path follows the body itself and
+    stops where the body has no further object or array to step into."""
+    path, node = "", raw
+    for step in loc:
+        if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            path, node = f"{path}[{step}]", node[step]
+        elif isinstance(node, dict) and isinstance(step, str):
+            path, node = f"{path}.{step}" if path else step, node.get(step)
+        else:
+            break
+    return path
+
+
+def _check_legacy_functions(functions: list[dict] | None, choice) -> None:
+    """The deprecated `functions` and `function_call`: forwarded as sent to an OpenAI upstream,
+    so checked here, lest a malformed one reach it (or fail inside Costr) instead of a 400."""
+    for i, fn in enumerate(functions or []):
+        _check_function(fn, f"functions[{i}]")
+    if isinstance(choice, str):
+        if choice not in ("auto", "none"):
+            raise InvalidRequest(f"Invalid value for 'function_call': {choice!r}. Supported: "
+                                 "auto, none, or {\"name\": ...}.", param="function_call")
+    elif choice is not None:
+        _require_string(choice.get("name"), "function_call.name")
+
+
+def _check_function(fn: dict, where: str) -> None:
+    """A function's definition: `name`, and `description` and `parameters` when given."""
+    _require_string(fn.get("name"), f"{where}.name")
+    description = fn.get("description")
+    if description is not None and not isinstance(description, str):
+        raise InvalidRequest(f"Invalid type for '{where}.description': expected a string.",
+                             param=f"{where}.description")
+    if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+        raise InvalidRequest(f"Invalid type for '{where}.parameters': expected an object (a "
+                             "JSON Schema).", param=f"{where}.parameters")
+
+
+def _require_string(value, param: str) -> str:
+    if value is None:
+        raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
+                             code="missing_required_parameter")
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"Invalid value for '{param}': expected a non-empty string.",
+                             param=param, code="invalid_value")
+    return value
+
+
+def _arguments(value, param: str) -> str:
+    """A call's arguments: a JSON string as OpenAI sends them (an object is tolerated)."""
+    if value is None:
+        return "{}"
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    if not isinstance(value, str):
+        raise InvalidRequest(f"Invalid type for '{param}': expected a string of JSON.",
+                             param=param, code="invalid_value")
+    return value or "{}"
 
 
 def _decode_messages(items: list[dict]) -> tuple[list[Text], list[Message]]:
@@ -154,22 +220,33 @@ def _assistant_parts(m: dict, where: str) -> list:
     if isinstance(reasoning, str) and reasoning:
         parts.append(Thinking(reasoning))
     parts += _content_parts(m.get("content"), where)
-    calls = m.get("tool_calls") or []
+    calls = m.get("tool_calls")
+    calls = [] if calls is None else calls
     if not isinstance(calls, list):
         raise InvalidRequest(f"Invalid type for '{where}.tool_calls': expected an array.",
                              param=f"{where}.tool_calls")
     for k, call in enumerate(calls):
+        at = f"{where}.tool_calls[{k}]"
         fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise InvalidRequest(f"Missing required parameter: '{where}.tool_calls[{k}].function"
-                                 ".name'.", param=f"{where}.tool_calls[{k}].function.name")
-        args = fn.get("arguments", "{}")
-        parts.append(ToolCall(id=str(call.get("id") or f"call_{k}"), name=fn["name"],
-                              arguments=args if isinstance(args, str) else orjson.dumps(args).decode()))
+        if not isinstance(fn, dict):
+            raise InvalidRequest(f"Missing required parameter: '{at}.function'.",
+                                 param=f"{at}.function", code="missing_required_parameter")
+        call_id = call.get("id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise InvalidRequest(f"Invalid type for '{at}.id': expected a string.",
+                                 param=f"{at}.id", code="invalid_value")
+        parts.append(ToolCall(id=call_id or f"call_{k}",
+                              name=_require_string(fn.get("name"), f"{at}.function.name"),
+                              arguments=_arguments(fn.get("arguments"), f"{at}.function.arguments")))
     legacy = m.get("function_call")
-    if isinstance(legacy, dict) and legacy.get("name"):
-        parts.append(ToolCall(id=f"call_{legacy['name']}", name=legacy["name"],
-                              arguments=legacy.get("arguments") or "{}"))
+    if legacy is not None:
+        at = f"{where}.function_call"
+        if not isinstance(legacy, dict):
+            raise InvalidRequest(f"Invalid type for '{at}': expected an object.", param=at,
+                                 code="invalid_value")
+        name = _require_string(legacy.get("name"), f"{at}.name")
+        parts.append(ToolCall(id=f"call_{name}", name=name,
+                              arguments=_arguments(legacy.get("arguments"), f"{at}.arguments")))
     return parts
 
 
@@ -192,10 +269,8 @@ def _decode_tool(t: dict, i: int) -> Tool:
     if not isinstance(name, str) or not name:
         raise InvalidRequest(f"Missing required parameter: 'tools[{i}].function.name'.",
                              param=f"tools[{i}].function.name")
+    _check_function(fn, f"tools[{i}].function")
     params = fn.get("parameters") or {"type": "object", "properties": {}}
-    if not isinstance(params, dict):
-        raise InvalidRequest(f"Invalid type for 'tools[{i}].function.parameters': expected an "
-                             "object (a JSON Schema).", param=f"tools[{i}].function.parameters")
     return Tool(name=name, description=fn.get("description") or "", parameters=params)
 
 
@@ -208,7 +283,11 @@ def _decode_tool_choice(choice) -> ToolChoice | None:
             raise InvalidRequest(f"Invalid value for 'tool_choice': {choice!r}. Supported: auto, "
                                  "none, required, or a function.", param="tool_choice")
         return ToolChoice(modes[choice])
-    name = (choice.get("function") or {}).get("name")
+    function = choice.get("function")
+    if function is not None and not isinstance(function, dict):
+        raise InvalidRequest("Invalid type for 'tool_choice.function': expected an object, "
+                             "{\"name\": ...}.", param="tool_choice.function")
+    name = (function or {}).get("name")
     if choice.get("type") != "function" or not isinstance(name, str):
         raise InvalidRequest("Invalid value for 'tool_choice': expected {\"type\": \"function\", "
                              "\"function\": {\"name\": ...}}.", param="tool_choice")
@@ -220,12 +299,23 @@ def _decode_response_format(spec) -> ResponseFormat | None:
         return None
     kind = spec.get("type")
     if kind == "json_schema":
-        js = spec.get("json_schema") or {}
-        if not isinstance(js.get("schema", {}), dict):
-            raise InvalidRequest("Invalid type for 'response_format.json_schema.schema': expected "
-                                 "an object.", param="response_format.json_schema.schema")
+        js = {} if spec.get("json_schema") is None else spec["json_schema"]
+        if not isinstance(js, dict):
+            raise InvalidRequest("Invalid type for 'response_format.json_schema': expected an "
+                                 "object.", param="response_format.json_schema")
+        _check_json_schema(js)
         return ResponseFormat("json_schema", js.get("schema"), js.get("name"), js.get("strict"))
     if kind in ("json_object", "text"):
         return ResponseFormat(kind)
     raise InvalidRequest(f"Invalid value for 'response_format.type': {kind!r}. Supported: text, "
                          "json_object, json_schema.", param="response_format.type")
+
+
+def _check_json_schema(js: dict) -> None:
+    """`response_format.json_schema`'s fields, which other families' encoders copy as they are."""
+    for field, kind, name in (("schema", dict, "an object"), ("name", str, "a string"),
+                              ("strict", bool, "a boolean")):
+        if js.get(field) is not None and not isinstance(js[field], kind):
+            param = f"response_format.json_schema.{field}"
+            raise InvalidRequest(f"Invalid type for '{param}': expected {name}.", param=param,
+                                 code="invalid_value")

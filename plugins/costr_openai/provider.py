@@ -7,7 +7,8 @@ from typing import AsyncIterator, Literal
 import orjson
 
 from costr import (ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Frame, ModelSpec,
-                   Provider, StreamFailure, Usage, restore_in_events, restore_in_response)
+                   Provider, StreamFailure, UpstreamError, Usage, restore_in_events,
+                   restore_in_response)
 
 from .chat_request import FORMAT
 from .chat_response import response_from_wire
@@ -40,7 +41,7 @@ class OpenAIProvider(Provider):
         reply = await self.http.request("POST", f"{self.base_url}/chat/completions",
                                         headers=self._headers(), body=body,
                                         timeouts=self.settings.timeouts, secret=self.settings.api_key)
-        return restore_in_response(response_from_wire(reply.json()), TOOL_NAMES.originals(request))
+        return restore_in_response(reply.decoded(response_from_wire), TOOL_NAMES.originals(request))
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
         body = orjson.dumps(request_to_wire(request, model, stream=True))
@@ -49,19 +50,25 @@ class OpenAIProvider(Provider):
         async with self.http.stream(f"{self.base_url}/chat/completions", headers=self._headers(),
                                     body=body, timeouts=self.settings.timeouts,
                                     secret=self.settings.api_key) as events:
+            started = False
             async for sse in events:
                 try:
                     chunk = parse_chunk(sse.data)
                 except orjson.JSONDecodeError:
+                    if not started:   # nothing sent yet: the router may still fall back
+                        raise _garbled_stream(model, "a stream chunk that is not JSON") from None
                     yield Frame([StreamFailure(502, "the upstream sent a malformed stream chunk")])
                     return
                 if chunk is None:
                     break
+                started = True
                 events = decoder.feed(chunk)
                 if names:   # the client must see its own tool names, so no raw relay
                     yield Frame(restore_in_events(events, names))
                 else:
                     yield Frame(events, raw=chunk, raw_format=FORMAT)
+            if not started:   # a 200 whose body held no stream (an HTML page, say)
+                raise _garbled_stream(model, "no stream chunk")
         yield Frame(decoder.finish())
 
     async def embed(self, request: EmbeddingRequest, model: ModelSpec) -> EmbeddingResponse:
@@ -79,3 +86,10 @@ class OpenAIProvider(Provider):
         return EmbeddingResponse(vectors=[row["embedding"] for row in rows],
                                  model=data.get("model", model.id),
                                  usage=Usage(input_tokens=usage.get("prompt_tokens", 0)))
+
+
+def _garbled_stream(model: ModelSpec, what: str) -> UpstreamError:
+    """A stream that went wrong before its first chunk: retryable, as another upstream need
+    not share the fault."""
+    return UpstreamError(f"{model.id} answered 200 with {what}", upstream_status=200,
+                         retryable=True)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from costr.accounts.key_admin import set_limits
-from costr.accounts.keys import issue_key
+from costr.accounts.keys import KeyValueRefused, issue_key, top_up_key
 from costr.accounts.records import MICROS, ApiKey
 from costr.dashboard.web import (PageNotFound, checked_form, redirect, render, require_admin,
                                  signed_in)
@@ -122,10 +122,11 @@ async def create_key(request: Request):
                                                           allow_zero=True)
         rpm = _limit(form.get("rpm", ""), "Requests per minute")
         tpm = _limit(form.get("tpm", ""), "Tokens per minute")
-    except FormProblem as problem:
+        created = await issue_key(request.app.state.gateway.books.store, name,
+                                  credits_usd=credits, rpm=rpm, tpm=tpm,
+                                  admin=bool(form.get("admin")))
+    except (FormProblem, KeyValueRefused) as problem:   # keys.py's bounds, in its words
         return await _list_page(request, problem=str(problem), form=form, status=400)
-    created = await issue_key(request.app.state.gateway.books.store, name, credits_usd=credits,
-                              rpm=rpm, tpm=tpm, admin=bool(form.get("admin")))
     return await _list_page(request, created=created, status=201)
 
 
@@ -135,10 +136,10 @@ async def top_up(request: Request):
         _refuse_revoked(other)
         if other.unlimited:
             raise FormProblem("This key is unlimited; it has no balance to top up.")
-        micros = round(_usd(form.get("usd", ""), "The amount", allow_zero=False) * MICROS)
-    except FormProblem as problem:
+        amount = _usd(form.get("usd", ""), "The amount", allow_zero=False)
+        await top_up_key(request.app.state.gateway.books.store, other, amount)
+    except (FormProblem, KeyValueRefused) as problem:
         return await _key_page(request, key, other, problem=str(problem), status=400)
-    await request.app.state.gateway.books.store.top_up(other.id, micros)
     return redirect(request, f"/keys/{other.id}?done=top-up")
 
 
