@@ -75,9 +75,9 @@ class Books:
     def __init__(self, store: Store, keys: KeyCache, ledger: LedgerWriter, limiter: Limiter):
         self.store, self.keys, self.ledger, self.limiter = store, keys, ledger, limiter
 
-    async def open(self, family: str, headers) -> Entry:
-        """Authenticate the caller (401 otherwise) and start the request's record."""
-        key = await self.keys.authenticate(headers)
+    def open(self, family: str, key: ApiKey) -> Entry:
+        """Start the record of a request by `key` (authenticated from its headers before its
+        body was read)."""
         now = time.time()
         day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
         return Entry(key, LedgerRecord(id=new_request_id(), key_id=key.id, ts=now, day=day,

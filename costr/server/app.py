@@ -113,7 +113,7 @@ def _open_cache_backend(url: str | None, registry: Registry):
 
 
 def _format_endpoint(fmt, handler):
-    """An endpoint serving `handler(gateway, fmt, body, headers)`, errors in fmt's shape.
+    """An endpoint serving `handler(gateway, fmt, body, headers, key)`, errors in fmt's shape.
     The caller's key is checked from the headers before the body is read, and the body is read
     only up to the size limit: neither a stranger nor a key holder can make Costr hold more."""
     async def endpoint(request: Request):
@@ -121,9 +121,9 @@ def _format_endpoint(fmt, handler):
         limits = gateway.request_limits
         try:
             check_headers(request.headers, limits)
-            await gateway.books.keys.authenticate(request.headers)
+            key = await gateway.books.keys.authenticate(request.headers)
             body = await read_capped_body(request, limits.max_body_bytes)
-            return await handler(gateway, fmt, body, request.headers)
+            return await handler(gateway, fmt, body, request.headers, key)
         except CostrError as err:
             status, error_body = fmt.encode_error(err)
             return json_response(error_body, status=status, headers=err.headers)

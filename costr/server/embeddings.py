@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from costr.accounts.books import Books, Entry
-from costr.accounts.records import MICROS
+from costr.accounts.records import MICROS, ApiKey
 from costr.config.pricing import cost_usd
 from costr.errors import CostrError, ModelNotFound, NoUsableProvider, UpstreamError
 from costr.routing.live import LiveConfig
@@ -17,9 +17,10 @@ from costr.wire.providers import ModelSpec
 LEDGER_FORMAT = "embeddings"
 
 
-async def answer_embeddings(gateway: Gateway, fmt: EmbeddingsFormat, body: bytes, headers):
+async def answer_embeddings(gateway: Gateway, fmt: EmbeddingsFormat, body: bytes, headers,
+                            key: ApiKey):
     books = gateway.books
-    entry = await books.open(LEDGER_FORMAT, headers)
+    entry = books.open(LEDGER_FORMAT, key)
     try:
         return await _embed(gateway.config.current, books, entry, fmt, body)
     except CostrError as err:

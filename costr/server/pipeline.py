@@ -16,6 +16,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from costr.accounts.books import Books, Entry
+from costr.accounts.records import ApiKey
 from costr.wire.conversation import ChatRequest, ChatResponse, Frame, Usage
 from costr.errors import CostrError, ModelNotFound, UpstreamError
 from costr.wire.formats import ApiFormat, RoutingFacts
@@ -46,8 +47,9 @@ class Gateway:
     request_limits: RequestLimits = field(default_factory=RequestLimits)
 
 
-async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) -> Response:
-    entry = await gateway.books.open(fmt.name, headers)          # authenticate
+async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers,
+                      key: ApiKey) -> Response:
+    entry = gateway.books.open(fmt.name, key)                    # authenticated by the endpoint
     plan = None
     try:
         live = gateway.config.current
@@ -233,11 +235,12 @@ def json_response(body: dict, status: int = 200, headers: dict | None = None) ->
                     media_type="application/json")
 
 
-async def count_input_tokens(gateway: Gateway, fmt: ApiFormat, body: bytes, headers) -> Response:
+async def count_input_tokens(gateway: Gateway, fmt: ApiFormat, body: bytes, headers,
+                             key: ApiKey) -> Response:
     """The input tokens of a request for the model it would be routed to: the upstream's own
     count where the provider offers one, else Costr's offline estimate. A model name Costr
-    does not know is estimated too, so token counting never fails on it."""
-    await gateway.books.keys.authenticate(headers)
+    does not know is estimated too, so token counting never fails on it. (`key`, checked by
+    the endpoint, is not charged: counting calls no model.)"""
     live = gateway.config.current
     # A format whose count requests differ from its chat requests (no max_tokens) says so.
     decode = getattr(fmt, "decode_count_request", fmt.decode_request)
