@@ -1,1 +1,1 @@
-"""The Starlette host a request walks through: app, endpoints, the request pipeline and the streaming relay; imports accounts, cache, routing, config and wire, never evaluation, cli or benchmark."""
+"""The Starlette host a request walks through: app, endpoints, the request pipeline, fallback and the streaming relay; imports accounts, cache, routing, config and wire, never evaluation, cli or benchmark."""

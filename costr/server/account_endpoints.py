@@ -20,7 +20,7 @@ from costr.errors import InvalidRequest, NotFound
 from costr.accounts.feedback_export import export_lines
 from costr.wire.formats import parse_json_object
 from costr.accounts.keys import KeyValueRefused, issue_key, top_up_key
-from costr.server.pipeline import json_response
+from costr.server.gateway import json_response
 
 MAX_PAGE = 500
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}

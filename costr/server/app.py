@@ -25,7 +25,9 @@ from costr.cache.responses import ResponseCache
 from costr.dashboard.app import MOUNT as DASHBOARD, routes as dashboard_routes
 from costr.accounts.limits import open_limiter
 from costr.server.embeddings import answer_embeddings
-from costr.server.pipeline import Gateway, answer_chat, count_input_tokens, json_response
+from costr.server.gateway import Gateway, json_response
+from costr.server.pipeline import answer_chat
+from costr.server.token_count import count_input_tokens
 from costr.server.request_limits import MB, RequestLimits, check_headers, read_capped_body
 from costr.accounts.store import open_store
 from costr.routing.sessions import SessionTiers

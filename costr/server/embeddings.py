@@ -9,7 +9,8 @@ from costr.accounts.records import MICROS, ApiKey
 from costr.config.pricing import cost_usd
 from costr.errors import CostrError, ModelNotFound, NoUsableProvider, UpstreamError
 from costr.routing.live import LiveConfig
-from costr.server.pipeline import Gateway, client_facing, json_response
+from costr.server.fallback import client_facing
+from costr.server.gateway import Gateway, json_response
 from costr.wire.conversation import Usage
 from costr.wire.formats import EmbeddingsFormat, RoutingFacts
 from costr.wire.providers import ModelSpec

@@ -11,7 +11,7 @@ from costr.server import account_endpoints
 from costr.errors import CostrError, ModelNotFound, default_error_body
 from costr.wire.formats import parse_json_object
 from costr.routing.live import LiveConfig
-from costr.server.pipeline import json_response, routing_facts
+from costr.server.gateway import json_response, routing_facts
 from costr.config.pricing import expected_usage
 from costr.routing.route import MODELS_HINT, route_request
 
