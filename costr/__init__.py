@@ -24,6 +24,7 @@ _PUBLIC = {
     "costr.wire.providers": ["ModelSpec", "Price", "Provider", "ProviderSettings"],
     "costr.wire.upstream": ["Reply", "Timeouts", "Upstream", "error_from_reply"],
     "costr.wire.sse": ["SSEvent", "data_line", "event_line"],
+    "costr.wire.billing_features": ["BillingFeature"],
     "costr.wire.tool_names": ["ToolNameRule", "restore_in_events", "restore_in_response"],
     "costr.wire.tool_call_ids": ["ToolCallIdRule"],
     "costr.routing.scoring": ["Complexity", "Scorer", "TrainedScorer", "estimate_tokens",

@@ -63,18 +63,41 @@ class NoUsableProvider(CostrError):
     code = "no_usable_provider"
 
 
+class CircuitOpen(NoUsableProvider):
+    """Every candidate model is behind an open circuit breaker (its upstream failed recently);
+    `headers` carry Retry-After: when the first of them lets a probe request through."""
+    code = "upstream_circuit_open"
+
+
+class DatabaseUnavailable(CostrError):
+    """The database holding keys, credits and the ledger cannot be reached (restarting, or
+    the network to it is down). Nothing was charged; the client may ask again shortly."""
+    status = 503
+    kind = "unavailable"
+    code = "database_unavailable"
+    RETRY_AFTER_SECONDS = 2
+
+    def __init__(self, message: str = "Costr cannot reach its database just now; nothing was "
+                 "charged. Ask again in a few seconds.", **kw):
+        super().__init__(message, **kw)
+        self.headers.setdefault("retry-after", str(self.RETRY_AFTER_SECONDS))
+
+
 class UpstreamError(CostrError):
-    """The upstream answered with an error. `upstream_status` is what it sent."""
+    """The upstream answered with an error. `upstream_status` is what it sent (0: no answer:
+    could not connect, timed out, broke off); `retry_after`, in seconds, what it asked for in
+    a Retry-After header, if anything."""
     status = 502
     kind = "upstream"
     code = "upstream_error"
 
     def __init__(self, message: str, *, upstream_status: int = 0, retryable: bool = True,
-                 upstream_body: object = None, **kw):
+                 upstream_body: object = None, retry_after: float | None = None, **kw):
         super().__init__(message, **kw)
         self.upstream_status = upstream_status
         self.retryable = retryable
         self.upstream_body = upstream_body  # the upstream's parsed error body, for same-format relay
+        self.retry_after = retry_after
 
     def as_client_mistake(self) -> "UpstreamError":
         """The upstream rejected the request as malformed: the client's 400, same words."""

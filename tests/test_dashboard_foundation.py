@@ -275,8 +275,6 @@ def test_the_dashboard_can_be_turned_off(tmp_path):
 
 
 def test_costr_serve_passes_no_dashboard_and_the_root_path_on(monkeypatch, tmp_path):
-    import uvicorn
-
     import costr.server.app as server_app
     from costr.cli.main import main
     made, served = {}, {}
@@ -286,7 +284,12 @@ def test_costr_serve_passes_no_dashboard_and_the_root_path_on(monkeypatch, tmp_p
         made.update(kw)
         return real_create_app(**kw)
     monkeypatch.setattr(server_app, "create_app", create_app)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw))
+    from costr.server.draining import DrainingServer
+
+    def run(server, sockets=None):   # the server `costr serve` built, not started
+        served.update(root_path=server.config.root_path)
+        server.started = True
+    monkeypatch.setattr(DrainingServer, "run", run)
     assert main(["serve", "--data-dir", str(tmp_path), "--no-dashboard",
                  "--root-path", "/costr/"]) == 0
     assert made["dashboard"] is False and served["root_path"] == "/costr"

@@ -357,3 +357,35 @@ def test_the_sqlite_database_is_created_owner_only(tmp_path):
     assert any(p.name == "costr.db" for p in files)
     for path in [tmp_path / "data", *files]:   # the folder, the database, its -wal and -shm
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, (path, oct(path.stat().st_mode))
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_with_retry_after_in_each_familys_shape():
+    """While PostgreSQL restarts, requests failed as 500 'internal error' (the fault drill's
+    'restart PostgreSQL' row); they are a 503 saying the database is away, nothing charged."""
+    from costr.accounts.store_postgres import PostgresStore
+    from costr.errors import DatabaseUnavailable
+    from costr.plugins import collect, make_plugin_manager
+
+    with socket_nobody_listens_on() as port:
+        store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test")
+        with pytest.raises(DatabaseUnavailable) as caught:
+            asyncio.run(store.count_keys())
+    err = caught.value
+    assert err.status == 503 and err.headers["retry-after"] == "2"
+    formats = collect(make_plugin_manager()).api_formats
+    status, body = formats["anthropic-messages"].encode_error(err)
+    assert status == 503 and body["type"] == "error" and "database" in body["error"]["message"]
+    status, body = formats["openai-chat"].encode_error(err)
+    assert status == 503 and body["error"]["code"] == "database_unavailable"
+
+
+def socket_nobody_listens_on():
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def port():
+        with socket.socket() as sock:   # bound, never listening: connections are refused
+            sock.bind(("127.0.0.1", 0))
+            yield sock.getsockname()[1]
+    return port()

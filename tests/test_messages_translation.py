@@ -415,9 +415,9 @@ def test_passthrough_drops_thinking_and_effort_with_their_betas_for_a_model_with
     sent = sent_upstream(claude_gateway, fake_upstream, {
         "model": "claude-plain", "max_tokens": 1000, "messages": ASK_OK,
         "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}},
-        headers={"anthropic-beta": "interleaved-thinking-2025-05-14, effort-2025-11-24,context-1m-2025-08-07"})
+        headers={"anthropic-beta": "interleaved-thinking-2025-05-14, effort-2025-11-24,context-management-2025-06-27"})
     assert "thinking" not in sent and "output_config" not in sent
-    assert fake_upstream.requests[-1].headers["anthropic-beta"] == "context-1m-2025-08-07"
+    assert fake_upstream.requests[-1].headers["anthropic-beta"] == "context-management-2025-06-27"
 
 
 def test_passthrough_gives_adaptive_thinking_as_a_budget_to_a_model_without_it(claude_gateway, fake_upstream):

@@ -166,7 +166,8 @@ def test_the_serve_command_takes_the_body_limit(monkeypatch):
     monkeypatch.setenv("COSTR_MAX_BODY_MB", "5")
     import costr.server.app as app_module
     monkeypatch.setattr(app_module, "create_app", lambda **kw: seen.update(kw))
-    monkeypatch.setattr("uvicorn.run", lambda *a, **kw: None)
+    monkeypatch.setattr("costr.server.draining.DrainingServer.run",
+                        lambda server, sockets=None: setattr(server, "started", True))
     monkeypatch.setattr(cli, "_count_keys", lambda *a: asyncio.sleep(0, 1))
     assert cli.main(["serve"]) == 0
     assert seen["max_body_bytes"] == 5 * 1024 * 1024

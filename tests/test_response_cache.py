@@ -78,8 +78,10 @@ def test_a_hit_is_replayed_as_a_proper_stream_of_the_callers_family(gateway, fam
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "cached answer"
         assert chunks[-1].x_routing["cache_hit"] is True and chunks[-1].usage.completion_tokens > 0
     else:
-        message(base)
         client = anthropic.Anthropic(api_key=TEST_KEY, base_url=base, max_retries=0)
+        # stored from a non-streamed answer, asked in the same anthropic-version (a request in
+        # another version is another key where it passes through to an Anthropic upstream)
+        client.messages.create(model="auto", max_tokens=64, messages=ASK)
         with client.messages.stream(model="auto", max_tokens=64, messages=ASK) as stream:
             text = "".join(stream.text_stream)
             final = stream.get_final_message()

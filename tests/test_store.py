@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from costr.accounts.records import ApiKey, Feedback, KeptPrompt, LedgerRecord, hash_secret
+from costr.accounts.records import (ApiKey, CreditHold, Feedback, KeptPrompt, LedgerRecord,
+                                    hash_secret)
 from costr.accounts.store import open_store
 from costr.accounts.store_sql import MIGRATIONS
 
@@ -19,6 +20,14 @@ pytestmark = pytest.mark.anyio
 def make_key(key_id="k1", balance=None, **kw) -> ApiKey:
     return ApiKey(id=key_id, name=f"name-{key_id}", prefix=f"cr-{key_id}pre",
                   balance_micros=balance, created_at=1_700_000_000.5, **kw)
+
+
+_holds = iter(range(10**9))
+
+
+def hold(key_id: str, micros: int, expires_at: float = 4e9) -> CreditHold:
+    """A hold for a request of its own, owned by this test."""
+    return CreditHold(f"req-hold-{next(_holds)}", key_id, micros, "test-instance", expires_at)
 
 
 async def test_migrations_are_versioned_and_idempotent(store, db_url):
@@ -81,7 +90,7 @@ async def test_a_revoked_key_is_found_marked_revoked_and_holds_nothing(store):
     assert await store.revoke_key("missing") is False
     found = await store.key_by_hash(hash_secret("s"))
     assert found is not None and found.revoked  # the caller rejects it
-    assert await store.reserve("k1", 1_000) is False
+    assert await store.reserve(hold("k1", 1_000)) is False
 
 
 async def test_top_up(store):
@@ -99,44 +108,49 @@ async def test_reserve_and_settle_arithmetic(store):
 
     async def key():
         return await store.key_by_hash(hash_secret("a"))
-    assert await store.reserve("k1", 4_000)
+    first, second = hold("k1", 4_000), hold("k1", 6_000)
+    assert await store.reserve(first)
     assert ((await key()).balance_micros, (await key()).reserved_micros) == (10_000, 4_000)
-    assert not await store.reserve("k1", 7_000)  # 10,000 - 4,000 held < 7,000
-    assert await store.reserve("k1", 6_000)      # exactly what is left
-    assert not await store.reserve("k1", 1)
-    await store.settle("k1", 4_000, 2_500)
-    await store.settle("k1", 6_000, 9_000)       # the charge is capped at the hold
+    assert not await store.reserve(hold("k1", 7_000))  # 10,000 - 4,000 held < 7,000
+    assert await store.reserve(second)                 # exactly what is left
+    assert not await store.reserve(hold("k1", 1))
+    await store.settle(first, 2_500)
+    await store.settle(second, 9_000)                  # the charge is capped at the hold
     assert ((await key()).balance_micros, (await key()).reserved_micros) == (1_500, 0)
-    assert await store.reserve("k1", 1_500)
-    await store.settle("k1", 1_500, 0)           # a failed request: the hold comes back
+    third = hold("k1", 1_500)
+    assert await store.reserve(third)
+    await store.settle(third, 0)                       # a failed request: the hold comes back
     assert ((await key()).balance_micros, (await key()).reserved_micros) == (1_500, 0)
-    assert not await store.reserve("missing", 1)
+    assert not await store.reserve(hold("missing", 1))
 
 
 async def test_an_unlimited_key_always_reserves_and_stays_unlimited(store):
     await store.create_key(make_key("k1"), hash_secret("a"))
-    assert await store.reserve("k1", 10**12)
-    await store.settle("k1", 10**12, 123)
+    held = hold("k1", 10**12)
+    assert await store.reserve(held)
+    await store.settle(held, 123)
     key = await store.key_by_hash(hash_secret("a"))
     assert key.unlimited and key.reserved_micros == 0
 
 
 async def test_200_concurrent_reserves_hold_exactly_what_the_balance_covers(store):
     await store.create_key(make_key("k1", balance=50_000), hash_secret("a"))
-    results = await asyncio.gather(*(store.reserve("k1", 1_000) for _ in range(200)))
+    holds = [hold("k1", 1_000) for _ in range(200)]
+    results = await asyncio.gather(*(store.reserve(h) for h in holds))
     assert sum(results) == 50
-    await asyncio.gather(*(store.settle("k1", 1_000, 1_000) for _ in range(50)))
+    await asyncio.gather(*(store.settle(h, 1_000) for h, held in zip(holds, results) if held))
     key = await store.key_by_hash(hash_secret("a"))
     assert (key.balance_micros, key.reserved_micros) == (0, 0)
 
 
 RESERVER = """
-import asyncio, random, sys
+import asyncio, random, sys, uuid
+from costr.accounts.records import CreditHold
 from costr.accounts.store import open_store
 
 async def reserve(store):
     await asyncio.sleep(random.random() * 0.1)  # spread out, so the two processes interleave
-    return await store.reserve("k1", 1_000)
+    return await store.reserve(CreditHold(uuid.uuid4().hex, "k1", 1_000, "worker", 4e9))
 
 async def main(url):
     store = await open_store(url)

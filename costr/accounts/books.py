@@ -4,21 +4,26 @@ cost, and the ledger record that says so.
 Credits cannot be overspent: before the upstream is called, the request's worst-case cost
 (its input plus its output-token limit at the dearest model it may be sent to) is held
 atomically against the key's balance, or the request is refused with 402; afterwards the hold
-is settled to the actual cost, never more than was held. Keys without a balance skip both
-database writes, and a key's identity is cached, so an unlimited key costs no database round
-trip on the request path. Ledger records are queued, never written on the response path.
+is settled to the actual cost, never more than was held, in the same step as the request's
+ledger record is written (a charge never goes without its record). Each hold names this
+instance and expires unless renewed (credit_holds.py), so a crash leaves nothing held for good.
+Keys without a balance skip both database writes, and a key's identity is cached, so an
+unlimited key costs no database round trip on the request path. Other ledger records are
+queued, never written on the response path.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import anyio
 import orjson
 
-from costr.accounts.records import MICROS, ApiKey, LedgerRecord, Store
+from costr.accounts.records import MICROS, ApiKey, CreditHold, LedgerRecord, Store
 from costr.accounts.auth import KeyCache
 from costr.accounts.keys import MAX_BALANCE_MICROS
 from costr.wire.conversation import ChatRequest, Usage
@@ -26,12 +31,16 @@ from costr.errors import CostrError, InsufficientCredits, UpstreamError
 from costr.wire.formats import RoutingFacts
 from costr.accounts.ledger import LedgerWriter
 from costr.accounts.limits import Limiter, enforce
+from costr.accounts import observers
 from costr.config.pricing import cost_usd
+from costr.config.surcharges import Charges
 from costr.wire.providers import ModelSpec
 from costr.routing.route import Route
 
 DEFAULT_OUTPUT_LIMIT = 4096   # held for a model with no max_output_tokens when the request sets none
 INPUT_MARGIN = 1.25           # the offline token estimate is held with room to spare
+HOLD_SECONDS = 300.0          # a hold not renewed for this long is released (credit_holds.py)
+MAX_UNSETTLED = 10_000        # settles the database failed, kept to retry (beyond: they expire)
 
 
 def new_request_id() -> str:
@@ -45,8 +54,10 @@ class Entry:
     record: LedgerRecord
     started: float = field(default_factory=time.monotonic)
     held_micros: int = 0
+    hold: CreditHold | None = None   # what is held against a limited key, until settled
     settled: bool = False
     route: Route | None = None   # once routed: its failed attempts go on the record at the end
+    charges: Charges | None = None   # the billing-changing fields it carries, priced
 
     @property
     def headers(self) -> dict[str, str]:
@@ -72,34 +83,59 @@ class Entry:
 
 
 class Books:
-    def __init__(self, store: Store, keys: KeyCache, ledger: LedgerWriter, limiter: Limiter):
+    """The requests' books. `instance`: this process's id, the owner of the holds it takes
+    (a fresh uuid per start); `hold_seconds`: how long a hold lasts unless renewed."""
+
+    def __init__(self, store: Store, keys: KeyCache, ledger: LedgerWriter, limiter: Limiter,
+                 *, instance: str | None = None, hold_seconds: float = HOLD_SECONDS):
         self.store, self.keys, self.ledger, self.limiter = store, keys, ledger, limiter
+        self.instance = instance or uuid.uuid4().hex
+        self.hold_seconds = hold_seconds
+        # By request id: the requests opened and not yet settled (weakly: one whose request
+        # ended by a path that never settles it drops out, and its hold expires).
+        self.open_entries: weakref.WeakValueDictionary[str, Entry] = weakref.WeakValueDictionary()
+        # Holds whose settle the database failed, with their records: released and written
+        # once it is back (credit_holds.py retries them).
+        self.unsettled: list[tuple[CreditHold, LedgerRecord | None]] = []  # None: a reserve that failed
 
     def open(self, family: str, key: ApiKey) -> Entry:
         """Start the record of a request by `key` (authenticated from its headers before its
         body was read)."""
         now = time.time()
         day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
-        return Entry(key, LedgerRecord(id=new_request_id(), key_id=key.id, ts=now, day=day,
-                                       family=family))
+        entry = Entry(key, LedgerRecord(id=new_request_id(), key_id=key.id, ts=now, day=day,
+                                        family=family))
+        self.open_entries[entry.record.id] = entry
+        observers.opened(entry)   # the server's metrics, traces and access log hear of it
+        return entry
 
     async def admit(self, entry: Entry, route: Route, request: ChatRequest, attempts: int) -> None:
         """Apply the key's rate limits (429), then hold the worst-case cost (402)."""
         key = entry.key
         await enforce(self.limiter, key.id, key.rpm, key.tpm)
         if not key.unlimited:
-            await self.hold(entry, max(worst_case_micros(m, route.prompt_tokens, request.max_tokens)
+            await self.hold(entry, max(worst_case_micros(m, route.prompt_tokens, request.max_tokens,
+                                                         entry.charges)
                                        for m in route.candidates[:attempts]))
 
     async def hold(self, entry: Entry, micros: int) -> None:
         """Hold `micros` against a limited key's balance, or refuse with 402."""
         if entry.key.unlimited:
             return
-        if not await self.store.reserve(entry.key.id, micros):
+        hold = CreditHold(entry.record.id, entry.key.id, micros, self.instance,
+                          time.time() + self.hold_seconds)
+        try:
+            reserved = await self.store.reserve(hold)
+        except Exception:
+            # The database may have taken the hold and lost the connection before saying so:
+            # release it (if it exists) once the database answers again, nothing charged.
+            self._release_later(hold)
+            raise
+        if not reserved:
             raise InsufficientCredits(
                 f"This key's credit does not cover this request: up to ${micros / MICROS:.6f} "
                 "would be needed. Top it up (costr keys top-up) or lower max_tokens.")
-        entry.held_micros = micros
+        entry.hold, entry.held_micros = hold, micros
 
     async def admit_hit(self, entry: Entry, model: ModelSpec, usage: Usage, charge: bool) -> None:
         """A cache hit counts against the key's rate limits; it is paid for only when the
@@ -107,14 +143,16 @@ class Books:
         key = entry.key
         await enforce(self.limiter, key.id, key.rpm, key.tpm)
         if charge:
-            await self.hold(entry, max(1, round(cost_usd(model, usage) * MICROS)))
+            await self.hold(entry, max(1, round(cost_usd(model, usage, entry.charges) * MICROS)))
 
     async def settle(self, entry: Entry, model: ModelSpec, baseline: ModelSpec, usage: Usage,
                      facts: RoutingFacts, status: int = 200, error: str | None = None,
-                     free: bool = False) -> None:
+                     free: bool = False, charge: bool = True) -> None:
         """Debit what the answer cost (at most what was held) and queue the ledger record.
-        `free`: a cache hit not charged for; what it would have cost is recorded as saved."""
-        cost = round(cost_usd(model, usage) * MICROS)
+        `free`: a cache hit not charged for; what it would have cost is recorded as saved.
+        `charge=False`: the answer's cost is recorded, and nothing is debited (a stream that
+        ended before any of its content reached the client)."""
+        cost = round(cost_usd(model, usage, entry.charges) * MICROS)
         r = entry.record
         if free:
             cost, r.cache_saved_micros = 0, cost
@@ -125,7 +163,7 @@ class Books:
         r.savings_percent, r.cache_hit = facts.savings_percent, facts.cache_hit
         r.status, r.error = status, error
         r.fallbacks = entry.fallbacks()
-        r.charged_micros = min(cost, entry.held_micros)
+        r.charged_micros = min(cost, entry.held_micros) if charge else 0
         await self._finish(entry, r.charged_micros)
         if entry.key.tpm is not None:
             await self.limiter.add_tokens(entry.key.id, usage.input_tokens + usage.output_tokens)
@@ -147,13 +185,70 @@ class Books:
     async def _finish(self, entry: Entry, charge_micros: int) -> None:
         entry.settled = True
         entry.record.latency_ms = round((time.monotonic() - entry.started) * 1000, 2)
-        if entry.held_micros or charge_micros:
-            with anyio.CancelScope(shield=True):  # a client that hung up still gets billed right
-                await self.store.settle(entry.key.id, entry.held_micros, charge_micros)
-        self.ledger.record(entry.record)
+        cancelled = None
+        try:
+            if entry.hold:   # the record is written with the debit; the writer adds it to the rollup
+                cancelled = await _run_to_the_end(
+                    self.store.settle(entry.hold, charge_micros, entry.record))
+        except Exception:
+            self._settle_later(entry)
+            raise
+        finally:
+            self.open_entries.pop(entry.record.id, None)
+        self.ledger.record(entry.record, written=entry.hold is not None)
+        observers.finished(entry)
+        if cancelled is not None:
+            raise cancelled
+
+    def _settle_later(self, entry: Entry) -> None:
+        """The database failed the settle: the request ends in an error (500) and is charged
+        nothing; its hold is released and its record written once the database is back."""
+        record = entry.record
+        if record.status < 400:
+            record.status = 500
+            record.error = "the database could not be reached to settle this request"
+        record.charged_micros = 0
+        if len(self.unsettled) >= MAX_UNSETTLED:
+            del self.unsettled[0]   # its hold will expire and be released instead
+        self.unsettled.append((entry.hold, record))
+
+    def _release_later(self, hold: CreditHold) -> None:
+        if len(self.unsettled) >= MAX_UNSETTLED:
+            del self.unsettled[0]
+        self.unsettled.append((hold, None))
+
+    def held_ids(self) -> list[str]:
+        """The holds of the requests still open here, to renew."""
+        return [e.hold.id for e in list(self.open_entries.values()) if e.hold and not e.settled]
+
+    async def wait_for_open_entries(self, timeout_seconds: float) -> int:
+        """Wait (at most `timeout_seconds`) for the requests still open to settle, as those
+        cancelled at shutdown do; returns how many are still open."""
+        deadline = time.monotonic() + timeout_seconds
+        while self.open_entries and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return len(self.open_entries)
 
 
-def worst_case_micros(model: ModelSpec, prompt_tokens: int, max_tokens: int | None) -> int:
+async def _run_to_the_end(settling) -> BaseException | None:
+    """Await `settling` to its end even if the request is cancelled meanwhile: a client that hung
+    up still gets billed right (anyio's shield), and so does a request the server cancels at
+    its shutdown limit (a plain asyncio cancel, which that shield does not stop). Returns that
+    cancellation, for the caller to raise once the books are done."""
+    task = asyncio.ensure_future(settling)
+    cancelled = None
+    with anyio.CancelScope(shield=True):
+        while not task.done():
+            try:
+                await asyncio.wait((task,))
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+    task.result()   # the settle's own failure, if it failed
+    return cancelled
+
+
+def worst_case_micros(model: ModelSpec, prompt_tokens: int, max_tokens: int | None,
+                      charges: Charges | None = None) -> int:
     """The most this model can cost for this prompt. No model writes more than its output
     limit, nor more than its context window holds: a max_tokens of 2**62 asks for no more
     than that, and the hold never exceeds what a balance can be (nor overflows a BIGINT)."""
@@ -162,4 +257,5 @@ def worst_case_micros(model: ModelSpec, prompt_tokens: int, max_tokens: int | No
         if ceiling:
             output = min(output, ceiling)
     usage = Usage(input_tokens=int(prompt_tokens * INPUT_MARGIN) + 16, output_tokens=output)
-    return min(MAX_BALANCE_MICROS, max(1, round(cost_usd(model, usage) * MICROS)))
+    cost = cost_usd(model, usage, charges, worst_case=True)   # surcharges at their most
+    return min(MAX_BALANCE_MICROS, max(1, round(cost * MICROS)))

@@ -1,15 +1,15 @@
 """Writing off the request path: records queue in memory and a background task writes them in
-batches; closing flushes everything (a SIGTERM'd server loses nothing it answered). The ledger
-is written this way, and so are kept prompts (kept_prompts.py)."""
+batches; closing flushes everything (a SIGTERM'd server loses nothing it answered: the app's
+shutdown closes the writers only once the requests it cut short have settled). The ledger is
+written this way, and so are kept prompts (kept_prompts.py)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from typing import Awaitable, Callable
 
 from costr.accounts.records import Store
-from costr.accounts.usage_rollups import write_ledger_batch
+from costr.accounts.usage_rollups import ADD_TO_ROLLUP, rollup_increments
 
 log = logging.getLogger("costr.ledger")
 
@@ -30,12 +30,16 @@ class BatchWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._closed = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def record(self, record) -> None:
         """Queue a record; never waits."""
+        if self._closed:   # nothing will write it: say so rather than lose it silently
+            log.error("%s arrived after their writer was closed: one is not written", self.what)
+            return
         self._pending.append(record)
         if self.max_pending is not None and len(self._pending) > self.max_pending:
             if not self._dropped:
@@ -85,13 +89,34 @@ class BatchWriter:
             await asyncio.wait_for(self.flush(), timeout=timeout_seconds)
         except asyncio.TimeoutError:
             log.error("gave up writing %d %s at shutdown", len(self._pending), self.what)
+        self._closed = True
 
 
 class LedgerWriter(BatchWriter):
-    """Writes each batch to the ledger and adds it to the daily rollup (usage_rollups.py)."""
+    """Writes each batch to the ledger and adds it to the daily rollup (usage_rollups.py).
+    A record already in the ledger (written with its request's charge, books.py) is queued
+    with `written=True`: only its addition to the rollup is left to do."""
 
     what = "ledger records"
 
     def __init__(self, store: Store, batch_size: int = 500, interval_seconds: float = 0.2):
-        super().__init__(functools.partial(write_ledger_batch, store), batch_size, interval_seconds)
+        super().__init__(self._write_batch, batch_size, interval_seconds)
         self.store = store
+        self._written: set[str] = set()   # ids of queued records already in the ledger
+
+    def record(self, record, written: bool = False) -> None:
+        if written and not self._closed:
+            self._written.add(record.id)
+        super().record(record)
+
+    async def _write_batch(self, records: list) -> None:
+        """The ledger insert (which ignores records already written), then the rollup in a
+        transaction of its own only once that succeeded, so a retried batch keeps the two
+        equal (write_ledger_batch in usage_rollups.py does the same)."""
+        written = self._written
+        fresh = [r for r in records if r.id not in written] if written else records
+        if fresh:
+            await self.store.write_ledger(fresh)
+        await self.store._execute_many(ADD_TO_ROLLUP, rollup_increments(records))
+        if written:
+            written.difference_update(r.id for r in records)

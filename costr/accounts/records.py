@@ -86,6 +86,19 @@ class LedgerRecord:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CreditHold:
+    """Credit held against a limited key for one request, from before the upstream is called
+    until the request is settled. Its owner renews it while the request lives; a hold past
+    `expires_at` was left by an instance that stopped without settling, and is released
+    (store_holds.py, docs/accounts.md)."""
+    id: str                  # the request id (x-request-id)
+    key_id: str
+    micros: int
+    owner: str               # the id of the instance that holds it (a uuid per process)
+    expires_at: float        # epoch seconds
+
+
 @dataclass(slots=True)
 class Feedback:
     request_id: str
@@ -146,11 +159,21 @@ class Store(Protocol):
         """Add credit; returns the new balance (None for an unlimited key)."""
 
     # credits
-    async def reserve(self, key_id: str, micros: int) -> bool:
-        """Atomically hold `micros` against the balance if balance - reserved covers it."""
+    async def reserve(self, hold: CreditHold) -> bool:
+        """Atomically hold `hold.micros` against the key's balance if balance - reserved covers
+        it, and keep the hold, in one step."""
 
-    async def settle(self, key_id: str, held_micros: int, charge_micros: int) -> None:
-        """Release a hold and debit `charge_micros` (at most the hold) in one step."""
+    async def settle(self, hold: CreditHold, charge_micros: int,
+                     record: LedgerRecord | None = None) -> None:
+        """In one step: drop the hold (releasing what it still holds: nothing if it expired and
+        was released), debit `charge_micros` (at most the hold) and write `record` to the
+        ledger, so a charge is never without its record."""
+
+    async def renew_holds(self, owner: str, hold_ids: list[str], expires_at: float) -> int:
+        """Push back the expiry of these holds of `owner`; returns how many were found."""
+
+    async def release_expired_holds(self, now: float) -> tuple[int, int]:
+        """Release every hold expired by `now`, whoever held it; returns (holds, micros)."""
 
     # ledger
     async def write_ledger(self, records: list[LedgerRecord]) -> None: ...

@@ -1,21 +1,26 @@
 """The PostgreSQL store: several Costr instances share keys, credits, limits and the ledger.
 
-The same single-statement reserve and settle as SQLite: PostgreSQL's row lock makes each
+Reserve and settle are single statements (store_holds.py): PostgreSQL's row lock makes each
 check-and-update atomic across every connection of every instance.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import time
 
 import asyncpg
 
+from costr.accounts.store_holds import PostgresHolds
+from costr.errors import DatabaseUnavailable
 from costr.accounts.store_sql import (APPLIED_VERSIONS, CREATE_MIGRATIONS_TABLE, MIGRATIONS, RECORD_VERSION,
                         SQLStore, numbered)
 
 POOL_MIN, POOL_MAX = 1, 10
 CONNECT_TIMEOUT_S = 10
+log = logging.getLogger("costr.store")
 MIGRATION_LOCK = 0x636F737472  # "costr": one advisory lock id for every instance
 
 LATENCY_PERCENTILES = """SELECT tier, routed_model,
@@ -26,7 +31,28 @@ LATENCY_PERCENTILES = """SELECT tier, routed_model,
 pg = functools.lru_cache(maxsize=256)(numbered)
 
 
-class PostgresStore(SQLStore):
+# What the driver raises when the server is away (refusing, restarting, shutting down, or the
+# connection dropped), as opposed to a statement it refused. InternalClientError ("cannot
+# switch to state ...; another operation is in progress") is a pooled connection the server
+# dropped mid-operation: seen on every PostgreSQL restart in the fault drill.
+UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
+               asyncpg.ConnectionDoesNotExistError, asyncpg.InternalClientError,
+               asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+               asyncpg.CrashShutdownError)
+
+
+@contextlib.contextmanager
+def reachable():
+    """Turn "the database is away" into DatabaseUnavailable: a 503 in the caller's own error
+    shape, with Retry-After, rather than a 500 (the PostgreSQL restart in the fault drill)."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        log.warning("the database cannot be reached: %s", type(exc).__name__)
+        raise DatabaseUnavailable() from None
+
+
+class PostgresStore(PostgresHolds, SQLStore):
     dialect = "postgresql"
 
     def __init__(self, dsn: str):
@@ -44,19 +70,22 @@ class PostgresStore(SQLStore):
         return self._pool
 
     async def _fetch(self, sql: str, params: tuple = ()) -> list[dict]:
-        pool = await self._get_pool()
-        return [dict(row) for row in await pool.fetch(pg(sql), *params)]
+        with reachable():
+            pool = await self._get_pool()
+            return [dict(row) for row in await pool.fetch(pg(sql), *params)]
 
     async def _execute(self, sql: str, params: tuple = ()) -> int:
-        pool = await self._get_pool()
-        status = await pool.execute(pg(sql), *params)  # e.g. "UPDATE 1"
+        with reachable():
+            pool = await self._get_pool()
+            status = await pool.execute(pg(sql), *params)  # e.g. "UPDATE 1"
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
 
     async def _execute_many(self, sql: str, rows: list[tuple]) -> None:
-        pool = await self._get_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.executemany(pg(sql), rows)
+        with reachable():
+            pool = await self._get_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.executemany(pg(sql), rows)
 
     async def migrate(self) -> None:
         pool = await self._get_pool()

@@ -1,6 +1,7 @@
 """What the SQLite and PostgreSQL stores share: the schema as versioned migrations, the queries
 (written once, with `?` placeholders), row <-> record conversion, and the `Store` methods built
-on four primitives each backend provides.
+on four primitives each backend provides (credit holds, which each backend does its own way,
+are in store_holds.py).
 
 The SQL is the subset both dialects accept: TEXT, BIGINT, DOUBLE PRECISION, BOOLEAN (SQLite
 stores 0/1), `ON CONFLICT ... DO NOTHING/UPDATE`, `excluded.`. Where they differ (percentiles),
@@ -83,6 +84,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (6, dashboard_sessions.TABLES),  # dashboard sign-in sessions and their cookie secret
     (7, ["ALTER TABLE ledger ADD COLUMN routing_signals TEXT",   # what the dashboard's request
          "ALTER TABLE ledger ADD COLUMN fallbacks TEXT"]),        # detail shows of the routing
+    (8, [  # credit holds (store_holds.py); a reservation left by an instance that stopped before
+           # this migration has no hold: it becomes one that expired, released at start-up
+        """CREATE TABLE credit_holds (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            micros BIGINT NOT NULL,
+            owner TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL)""",   # the holds in flight: no other index
+        """INSERT INTO credit_holds (id, key_id, micros, owner, expires_at)
+            SELECT 'before-holds-' || id, id, reserved_micros, 'before-holds', 0
+            FROM api_keys WHERE reserved_micros > 0"""]),
 ]
 
 CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -190,14 +202,6 @@ REVOKE_KEY = "UPDATE api_keys SET revoked = TRUE WHERE id = ? AND NOT revoked"
 TOP_UP = ("UPDATE api_keys SET balance_micros = balance_micros + ? "
           "WHERE id = ? AND balance_micros IS NOT NULL")
 BALANCE = "SELECT balance_micros FROM api_keys WHERE id = ?"
-# One statement each, so concurrent requests (in any process) can never hold more than the
-# balance covers: the row lock / database write lock makes check-and-add a single step.
-RESERVE = ("UPDATE api_keys SET reserved_micros = reserved_micros + ? "
-           "WHERE id = ? AND NOT revoked "
-           "AND (balance_micros IS NULL OR balance_micros - reserved_micros >= ?)")
-SETTLE = ("UPDATE api_keys SET balance_micros = balance_micros - ?, "
-          "reserved_micros = CASE WHEN reserved_micros >= ? THEN reserved_micros - ? ELSE 0 END "
-          "WHERE id = ?")
 
 INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(LEDGER_COLUMNS))}) ON CONFLICT (id) DO NOTHING")
@@ -283,15 +287,7 @@ class SQLStore:
         return None if not rows or rows[0]["balance_micros"] is None \
             else int(rows[0]["balance_micros"])
 
-    # credits
-    async def reserve(self, key_id: str, micros: int) -> bool:
-        micros = int(micros)
-        return await self._execute(RESERVE, (micros, key_id, micros)) == 1
-
-    async def settle(self, key_id: str, held_micros: int, charge_micros: int) -> None:
-        held = max(0, int(held_micros))
-        charge = max(0, min(int(charge_micros), held))
-        await self._execute(SETTLE, (charge, held, held, key_id))
+    # credits: reserve, settle and the holds' upkeep are each backend's (store_holds.py)
 
     # ledger
     async def write_ledger(self, records: list[LedgerRecord]) -> None:

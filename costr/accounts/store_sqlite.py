@@ -13,13 +13,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from costr.accounts.store_holds import SQLiteHolds
 from costr.accounts.store_sql import (APPLIED_VERSIONS, CREATE_MIGRATIONS_TABLE, MIGRATIONS, RECORD_VERSION,
                         SQLStore)
 
 BUSY_TIMEOUT_MS = 10_000
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(SQLiteHolds, SQLStore):
     dialect = "sqlite"
 
     def __init__(self, path: str | Path):
@@ -49,14 +50,19 @@ class SQLiteStore(SQLStore):
         return self._connection().execute(sql, params).rowcount
 
     def _execute_many_now(self, sql: str, rows: list[tuple]) -> None:
+        self._in_transaction_now(lambda conn: conn.executemany(sql, rows))
+
+    def _in_transaction_now(self, steps):
+        """`steps(connection)` in one transaction, holding the write lock from its start."""
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(sql, rows)
+            result = steps(conn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return result
 
     async def _fetch(self, sql: str, params: tuple = ()) -> list[dict]:
         return await self._call(self._fetch_now, sql, params)
@@ -66,6 +72,9 @@ class SQLiteStore(SQLStore):
 
     async def _execute_many(self, sql: str, rows: list[tuple]) -> None:
         await self._call(self._execute_many_now, sql, rows)
+
+    async def _in_transaction(self, steps):
+        return await self._call(self._in_transaction_now, steps)
 
     def _migrate_now(self) -> list[int]:
         conn = self._connection()

@@ -1,1 +1,1 @@
-"""`costr bench`: the latency and CPU Costr adds in front of a local fake upstream; imports costr.testing and nothing on the request path."""
+"""`costr bench`: the latency and CPU Costr adds in front of a local fake upstream; the fault drill (several instances behind nginx, under faults); imports costr.testing and nothing on the request path."""

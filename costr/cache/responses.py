@@ -3,9 +3,12 @@ key, how an answer is stored and replayed, and what happens when the backend fai
 
 A hit is exactly a request that would have been answered the same way: the key hashes the
 client's body as sent (minus fields that cannot change the answer: stream flags, user ids),
-its API format, the requested model and, for `auto`, the policy in force and the model the
-router chose. Entries are scoped to the calling key unless the operator chooses `shared`.
-Errors, and streams that failed or were cut short, are never stored. Identical requests that
+the client headers Costr forwards upstream with it when it passes through to the routed model
+(`forward_headers`: whatever its API format keeps for the upstream, such as beta features, which
+change the answer as much as the body does), its API format, the requested model and, for `auto`, the policy in force and the
+model the router chose. Entries are scoped to the calling key unless the operator chooses `shared`.
+Errors, streams that failed or were cut short, and answers over MAX_ENTRY_CHARS are never
+stored. Identical requests that
 arrive while the first is still being answered wait for it instead of calling the upstream.
 A backend that fails degrades to no cache, with a warning in the log; requests never fail
 because of it.
@@ -24,6 +27,7 @@ from costr.wire.conversation import (BlockStart, BlockStop, ChatRequest, ChatRes
                            MessageStart, Text, TextDelta, Thinking, ThinkingDelta,
                            ToolArgumentsDelta, ToolCall, Usage)
 from costr.errors import InvalidRequest
+from costr.routing.live import LiveConfig
 from costr.routing.route import Route
 
 log = logging.getLogger("costr.cache")
@@ -31,6 +35,9 @@ log = logging.getLogger("costr.cache")
 VOLATILE = frozenset({"stream", "stream_options", "user", "metadata"})
 WARN_EVERY_SECONDS = 60.0
 WAIT_FOR_IDENTICAL_SECONDS = 600.0   # then answer it separately
+# An answer larger than this is not stored (nor collected from a stream to be stored): one
+# such entry would push hundreds of ordinary ones out of a 64 MB memory cache.
+MAX_ENTRY_CHARS = 16 * 1024 * 1024
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
 
@@ -47,10 +54,11 @@ class ResponseCache:
         self._inflight: dict[str, asyncio.Future] = {}
         self._warned_at = 0.0
 
-    def plan(self, settings, request: ChatRequest, route: Route, key_id: str,
+    def plan(self, live: LiveConfig, request: ChatRequest, route: Route, key_id: str,
              headers) -> CachePlan | None:
         """The cache key and lifetime for this request, or None when the cache is not used
         (off in config, no backend, `x-no-cache: true`). A bad header is a 400."""
+        settings = live.config.cache
         no_cache = headers.get("x-no-cache", "").strip().lower()
         if no_cache not in TRUE | FALSE:
             raise InvalidRequest("x-no-cache must be true or false.", param="x-no-cache")
@@ -59,8 +67,12 @@ class ResponseCache:
             return None
         body = {k: v for k, v in request.raw.items() if k not in VOLATILE}
         scope = key_id if settings.scope == "key" else "shared"
+        model = route.candidates[0]
+        # The client's headers reach the upstream only when the body passes through to it.
+        forwarded = request.forward_headers if \
+            live.provider_for(model).wire_format == request.source_format else {}
         return CachePlan(cache_key(scope, request.source_format, request.model, route.policy,
-                                   route.candidates[0].id, body), ttl)
+                                   model.id, body, forwarded), ttl)
 
     async def lookup(self, plan: CachePlan) -> tuple[ChatResponse, str] | None:
         """A stored answer and the model that gave it; or, when an identical request is being
@@ -84,7 +96,9 @@ class ResponseCache:
 
     async def store(self, plan: CachePlan, answer: ChatResponse, served_by: str) -> None:
         self._release(plan, (answer, served_by))
-        await self._guarded(self.backend.set(plan.key, dump_answer(answer, served_by), plan.ttl))
+        entry = dump_answer(answer, served_by)
+        if len(entry) <= MAX_ENTRY_CHARS:
+            await self._guarded(self.backend.set(plan.key, entry, plan.ttl))
 
     def abandon(self, plan: CachePlan | None) -> None:
         """The answer failed: requests waiting on it go to the upstream themselves."""

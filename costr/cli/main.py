@@ -16,7 +16,7 @@ from costr.cli.feedback import add_feedback_parser, run_feedback
 from costr.cli.hints import first_key_hint, no_provider_hint, shipped_notice
 from costr.cli.init import add_init_parser, run_init
 from costr.cli.keys import add_keys_parser, run_keys
-from costr.cli.options import add_config_arguments, database_options
+from costr.cli.options import add_config_arguments, add_observability_arguments, database_options
 from costr.accounts.store import StoreUnavailable, open_store, redacted
 from costr.plugins import DuplicateRegistration, KINDS, collect, make_plugin_manager, plugin_origin
 
@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-body-mb", type=float, default=float(os.environ.get("COSTR_MAX_BODY_MB", "32")),
                        help="refuse request bodies larger than this with 413, without reading "
                             "them whole (default 32; env COSTR_MAX_BODY_MB)")
+    serve.add_argument("--max-answer-mb", type=float,
+                       default=float(os.environ.get("COSTR_MAX_ANSWER_MB", "64")),
+                       help="an upstream answer, or one event of a streamed answer, larger than "
+                            "this is refused with a retryable 502 (the next model is tried) "
+                            "without being held whole (default 64; env COSTR_MAX_ANSWER_MB)")
     serve.add_argument("--no-dashboard", dest="dashboard", action="store_false",
                        default=os.environ.get("COSTR_DASHBOARD", "on").lower() not in ("off", "0", "false", "no"),
                        help="do not serve the browser dashboard at /dashboard (env COSTR_DASHBOARD=off)")
@@ -46,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="the path prefix a reverse proxy serves Costr under, e.g. /costr, for "
                             "the dashboard's links and redirects; the proxy strips it before "
                             "passing requests on (env COSTR_ROOT_PATH)")
+    add_observability_arguments(serve)
+    serve.add_argument("--drain-seconds", type=float,
+                       default=float(os.environ.get("COSTR_DRAIN_SECONDS", "0")),
+                       help="on SIGTERM, keep answering this long with the health check at 503 "
+                            "draining and every connection closed after its answer, so a load "
+                            "balancer moves away, before stopping (default 0; env "
+                            "COSTR_DRAIN_SECONDS; docs/operations.md)")
     check = sub.add_parser("check", help="validate providers.yaml and the policies, then exit")
     add_config_arguments(check)
     add_init_parser(sub)
@@ -81,15 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         return standalone[args.command](args)
     if args.command == "plugins":
         return _plugins(pm)
+    if args.command == "serve":
+        from costr.server.access_log import configure_logging
+        args.logs_through_root = configure_logging(args.log_level, args.log_format)
     notice = shipped_notice(args.providers, args.policies)
     if notice:
-        print(notice, file=sys.stderr)
+        _say(args, notice)
     try:
         config = load_config(args.providers, args.policies, registry)
     except ConfigError as exc:
-        print(f"costr: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _say(args, "\n  ".join([f"costr: the configuration has {len(exc.problems)} problem(s):",
+                                *exc.problems]))
         return 2
     if args.command == "check":
         return _check(config)
@@ -143,30 +157,52 @@ def _serve(args, registry, config) -> int:
     import uvicorn
 
     from costr.server.app import create_app
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from costr.server.draining import Draining, DrainingServer, drain_gate
     try:
         keys = asyncio.run(_count_keys(args.database, args.data_dir))
     except StoreUnavailable as exc:
-        print(f"costr: {exc}", file=sys.stderr)
+        _say(args, f"costr: {exc}")
         return 2
     stale = stale_confidence(config.routing)
     if stale:
-        print(f"costr: warning: {stale}.", file=sys.stderr)
+        _say(args, f"costr: warning: {stale}.")
     where = f" --database {redacted(args.database)}" if args.database else (
         f" --data-dir {args.data_dir}" if args.data_dir else "")
     missing = config.missing_credentials()
     if len(missing) == len(config.providers):
-        print(no_provider_hint(missing, where), file=sys.stderr)
+        _say(args, no_provider_hint(missing, where))
     if not keys:
-        print(first_key_hint(where), file=sys.stderr)
+        _say(args, first_key_hint(where))
     app = create_app(providers_path=Path(args.providers), policies_dir=Path(args.policies),
                      registry=registry, database=args.database, data_dir=args.data_dir,
                      limits=args.limits, cache=args.cache, dashboard=args.dashboard,
-                     max_body_bytes=int(args.max_body_mb * 1024 * 1024))
-    uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path.rstrip("/"),
-                log_level=args.log_level, access_log=False,
-                loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=30)
-    return 0
+                     max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                     max_answer_bytes=int(args.max_answer_mb * 1024 * 1024),
+                     metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                     access_log=args.log_format == "json")
+    # json: uvicorn's own lines go through the root logger's JSON formatter too
+    logging_config = {"log_config": None} if args.logs_through_root else {}
+    # Behind a load balancer a stopping instance drains first (costr/server/draining.py).
+    draining = Draining()
+    server = DrainingServer(uvicorn.Config(
+        drain_gate(app, draining), host=args.host, port=args.port,
+        root_path=args.root_path.rstrip("/"), log_level=args.log_level, access_log=False,
+        **logging_config, loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=30),
+        draining, drain_seconds=max(0.0, args.drain_seconds))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # a second Ctrl-C
+        pass
+    return 0 if server.started else 3  # uvicorn's status for a server that never started
+
+
+def _say(args, text: str) -> None:
+    """A notice for the operator on stderr; with `serve --log-format json`, a JSON log line
+    like every other."""
+    if getattr(args, "log_format", "text") == "json":
+        logging.getLogger("costr").warning(text)
+    else:
+        print(text, file=sys.stderr)
 
 
 async def _count_keys(database: str | None, data_dir: str | None) -> int:

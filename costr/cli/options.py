@@ -43,3 +43,19 @@ def add_labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prices", default=None,
                         help="model prices for the evaluated models (default: the bundled table)")
     add_scores_argument(parser)
+
+
+def add_observability_arguments(serve: argparse.ArgumentParser) -> None:
+    """How `costr serve` logs and where it serves its metrics (docs/operations.md)."""
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       default=os.environ.get("COSTR_LOG_FORMAT", "text"),
+                       help="text (default): plain log lines; json: every log line a JSON "
+                            "object, plus an access line per request (env COSTR_LOG_FORMAT)")
+    port = os.environ.get("COSTR_METRICS_PORT")
+    serve.add_argument("--metrics-port", type=int, default=int(port) if port else None,
+                       help="serve GET /metrics without a key on this port (and not on the "
+                            "API's port); default: on the API's port, to admin keys only "
+                            "(env COSTR_METRICS_PORT)")
+    serve.add_argument("--metrics-host", default=os.environ.get("COSTR_METRICS_HOST", "127.0.0.1"),
+                       help="the address --metrics-port listens on (default 127.0.0.1; "
+                            "env COSTR_METRICS_HOST)")

@@ -19,6 +19,7 @@ from costr.config.checks import check_with_plugins
 from costr.errors import ConfigError
 from costr.config.plugin_options import dotted_key
 from costr.config.rules import Rule, RuleEntry, plain_rules, rule_problems
+from costr.config.surcharges import BillingEntry, billing_problems
 from costr.wire.providers import CAPABILITIES, ModelSpec, Price, ProviderSettings
 from costr.wire.upstream import Timeouts
 
@@ -36,6 +37,7 @@ class PriceEntry(_Strict):
 class TimeoutsEntry(_Strict):
     connect: float = Field(default=10.0, gt=0)
     read: float = Field(default=300.0, gt=0)
+    first_byte: float | None = Field(default=None, gt=0)   # streams: wait for the first event
 
 
 class ProviderEntry(_Strict):
@@ -67,13 +69,29 @@ class ConfidenceEntry(_Strict):
     budget_suffices: list[float] = Field(min_length=2)
 
 
+class BreakerEntry(_Strict):
+    """When a provider's (or a model's) circuit breaker opens, and for how long."""
+    failures: int = Field(default=5, ge=1)           # opens after this many failures in a row,
+    failure_rate: float = Field(default=0.5, gt=0, le=1)  # or when this share of the calls
+    min_calls: int = Field(default=10, ge=1)         # (at least this many) failed
+    window_seconds: float = Field(default=30.0, gt=0)  # in the last this many seconds
+    cooldown_seconds: float = Field(default=30.0, gt=0)  # then skipped this long, then one probe
+    enabled: bool = True
+
+
 class RoutingEntry(_Strict):
     scorer: str = "learned"
     scorer_options: dict[str, Any] = {}
     default_policy: str = "balanced"
     auto_aliases: list[str] = []   # model names that behave exactly like "auto"
-    max_attempts: int = Field(default=2, ge=1, le=5)  # models tried when an upstream fails
+    # upstream calls per request, retries included (a candidate skipped by an open breaker is
+    # not called, so not counted)
+    max_attempts: int = Field(default=2, ge=1, le=5)
     confidence: ConfidenceEntry | None = None      # calibrated confidence; absent: heuristic
+    deadline_seconds: float = Field(default=600.0, gt=0)  # to the answer, or a stream's 1st event
+    retries: int = Field(default=1, ge=0, le=3)    # of one model, when no other is left to try
+    retry_backoff_seconds: float = Field(default=0.25, ge=0, le=30)  # first retry's wait, doubling
+    breaker: BreakerEntry = BreakerEntry()
 
 
 class CacheEntry(_Strict):
@@ -98,6 +116,7 @@ class ProvidersFile(_Strict):
     routing: RoutingEntry = RoutingEntry()
     cache: CacheEntry = CacheEntry()
     feedback: FeedbackEntry = FeedbackEntry()
+    billing: BillingEntry = BillingEntry()   # surcharges.py: what billing-changing fields cost
 
 
 class PolicyFile(BaseModel):
@@ -123,6 +142,7 @@ class Config:
     default_embedding_model: str | None
     cache: CacheEntry = field(default_factory=CacheEntry)
     feedback: FeedbackEntry = field(default_factory=FeedbackEntry)
+    billing: BillingEntry = field(default_factory=BillingEntry)
     sources: list[Path] = field(default_factory=list)
     rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)   # policy -> its rules
     promises: dict[str, float] = field(default_factory=dict)  # policy -> quality share promised
@@ -253,6 +273,8 @@ def _check_references(parsed: ProvidersFile, providers: dict[str, ProviderSettin
         report(("routing", "default_policy"),
                f"no policy file named {parsed.routing.default_policy}.yaml")
     _check_confidence(parsed.routing, report)
+    for loc, reason in billing_problems(parsed.billing, seen):
+        report(loc, reason)
     for policy, ppath, plines in policies.values():
         for loc, reason in rule_problems(policy.rules, parsed.tiers):
             problems.append(f"{_where(ppath, plines, loc)}: {_dotted(loc)}: {reason}")
@@ -333,7 +355,7 @@ def _provider_settings(parsed: ProvidersFile, environ) -> dict[str, ProviderSett
             name=name, type=e.type, base_url=e.base_url.rstrip("/") if e.base_url else None,
             api_key=environ.get(e.api_key_env) or None if e.api_key_env else None,
             api_key_env=e.api_key_env, headers=dict(e.headers), options=dict(e.options),
-            timeouts=Timeouts(e.timeouts.connect, e.timeouts.read))
+            timeouts=Timeouts(e.timeouts.connect, e.timeouts.read, e.timeouts.first_byte))
         for name, e in parsed.providers.items()
     }
 
@@ -351,7 +373,7 @@ def _build(parsed: ProvidersFile, providers: dict[str, ProviderSettings], polici
         models=models,
         policies={name: (p.type, dict(p.model_extra or {})) for name, (p, _, _) in policies.items()},
         routing=parsed.routing, default_embedding_model=parsed.default_embedding_model,
-        cache=parsed.cache, feedback=parsed.feedback,
+        cache=parsed.cache, feedback=parsed.feedback, billing=parsed.billing,
         sources=sources,
         rules={name: plain_rules(p.rules) for name, (p, _, _) in policies.items()},
         promises={name: p.promise for name, (p, _, _) in policies.items() if p.promise})

@@ -19,6 +19,20 @@ MODELS_HINT = 'Use "auto", or a model id listed by GET /v1/models.'
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One candidate's turn (costr/server/fallback.py fills them): called, or skipped because
+    its circuit breaker was open. Times are epoch seconds (time.time()); `outcome` is "ok",
+    "error", "timeout" or "skipped"; `error` says why it was not "ok"."""
+    model: str
+    provider: str
+    started: float
+    ended: float | None = None
+    outcome: str = "ok"
+    error: str | None = None
+    upstream_status: int | None = None
+
+
+@dataclass(slots=True)
 class Route:
     requested_model: str
     candidates: list[ModelSpec]    # in the order to try them
@@ -28,8 +42,17 @@ class Route:
     confidence: float
     prompt_tokens: int
     rule: str | None = None        # the policy rule that applied, if one did
-    # the candidates that failed, in order, each "model: why" (the pipeline's fallback fills it)
-    failed: list[str] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)   # in order, skipped ones included
+
+    @property
+    def failed(self) -> list[str]:
+        """The attempts that were not answered, in order, each "model: why" (the ledger's
+        `fallbacks`)."""
+        return [f"{a.model}: {a.error}"[:300] for a in self.attempts if a.outcome != "ok"]
+
+    def fallbacks(self) -> list[dict]:
+        """The same for the client (`x_routing.fallbacks`): each {"model", "reason"}."""
+        return [{"model": a.model, "reason": a.error} for a in self.attempts if a.outcome != "ok"]
 
 
 def route_request(live: LiveConfig, request: ChatRequest, priority: str | None,

@@ -11,21 +11,29 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from costr.server import endpoints
 from costr.errors import CostrError, NotFound, default_error_body
+from costr.routing.breakers import Breakers
 from costr.routing.live import ConfigHolder
+from costr.routing.shared_breakers import share_breakers
 from costr.accounts.books import Books
 from costr.accounts.auth import KeyCache
+from costr.accounts.credit_holds import HoldKeeper, hold_seconds
 from costr.cache.backends import open_cache
 from costr.accounts.kept_prompts import PromptKeeper
 from costr.accounts.ledger import LedgerWriter
-from costr.cache.responses import ResponseCache
 from costr.dashboard.app import MOUNT as DASHBOARD, routes as dashboard_routes
 from costr.accounts.limits import open_limiter
 from costr.server.embeddings import answer_embeddings
 from costr.server.gateway import Gateway, json_response
+from costr.server.access_log import log_access
+from costr.server.metrics import CountedResponseCache, Metrics, metrics_route
+from costr.server.metrics_listener import MetricsListener
+from costr.server.observability import WatchRequests
+from costr.server.tracing import open_tracing
 from costr.server.pipeline import answer_chat
 from costr.server.token_count import count_input_tokens
 from costr.server.request_limits import MB, RequestLimits, check_headers, read_capped_body
@@ -36,19 +44,37 @@ from costr.wire.formats import EmbeddingsFormat
 from costr.wire.upstream import Upstream
 
 log = logging.getLogger("costr")
+SETTLE_AT_SHUTDOWN_SECONDS = 10.0
 
 
 def create_app(*, providers_path: str | Path, policies_dir: str | Path,
                registry: Registry | None = None, watch_seconds: float = 1.0,
                database: str | None = None, data_dir: str | Path | None = None,
                limits: str | None = None, cache: str | None = None,
-               dashboard: bool = True, max_body_bytes: int = 32 * MB) -> Starlette:
+               dashboard: bool = True, max_body_bytes: int = 32 * MB,
+               max_answer_bytes: int = 64 * MB,
+               metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+               access_log: bool = False, tracer_provider=None,
+               credit_hold_seconds: float | None = None) -> Starlette:
     """`database`: a PostgreSQL URL or sqlite:///PATH (default: SQLite in `data_dir`);
-    `limits`: memory:// (default) or redis://HOST:PORT/DB for limits shared by instances;
+    `limits`: memory:// (default) or redis://HOST:PORT/DB for limits (and the upstreams'
+    circuit-breaker state) shared by instances;
     `cache`: the response cache backend's URL (default memory://; `none` turns it off);
     `dashboard`: serve the browser dashboard under /dashboard (False: those paths are 404);
-    `max_body_bytes`: larger request bodies are refused with 413 without being read whole."""
+    `max_body_bytes`: larger request bodies are refused with 413 without being read whole;
+    `max_answer_bytes`: an upstream answer (or one event of a streamed answer) larger than this
+    is a retryable 502, never held whole;
+    `metrics_port`: serve GET /metrics without a key on metrics_host:metrics_port (None: the
+    app serves it, to admin keys); `access_log`: a `costr.access` log line per request;
+    `tracer_provider`: an OpenTelemetry tracer provider to trace requests with (default: one
+    exporting over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else no tracing);
+    `credit_hold_seconds`: how long a credit hold lasts unless its instance renews it (default
+    $COSTR_CREDIT_HOLD_SECONDS or 300; costr/accounts/credit_holds.py)."""
     registry = registry or collect(make_plugin_manager())
+    hold_life = hold_seconds(credit_hold_seconds)
+    metrics = Metrics()
+    tracing = open_tracing(tracer_provider)
+    listener = MetricsListener(metrics, metrics_host, metrics_port) if metrics_port else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -56,28 +82,44 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
         if not await store.count_keys():
             log.warning("No API keys exist yet, so every request will get 401. Create the first "
                         "one with: costr keys create --name admin --admin")
-        http = await Upstream.open()
+        http = await Upstream.open(max_answer_bytes=max_answer_bytes)
         ledger = LedgerWriter(store)
         ledger.start()
         limiter = open_limiter(limits)
         holder = ConfigHolder(Path(providers_path), Path(policies_dir), registry, http, watch_seconds)
         holder.start_watching()
-        books = Books(store, KeyCache(store), ledger, limiter)
-        responses = ResponseCache(_open_cache_backend(cache, registry))
+        books = Books(store, KeyCache(store), ledger, limiter, hold_seconds=hold_life)
+        holds = HoldKeeper(books)   # releases what stopped instances held; renews ours
+        await holds.start()
+        responses = CountedResponseCache(_open_cache_backend(cache, registry), metrics)
         prompts = PromptKeeper(store, lambda: holder.current.config.feedback.keep_days)
         prompts.start()
+        breakers = Breakers()
+        shared_breakers = share_breakers(breakers, limits)   # with redis:// limits
         app.state.gateway = Gateway(config=holder, sessions=SessionTiers(), books=books,
+                                    breakers=breakers,
                                     cache=responses, prompts=prompts,
                                     request_limits=RequestLimits(max_body_bytes=max_body_bytes))
         app.state.started = time.time()
+        if listener:
+            await listener.start(app.state.gateway)
         try:
             yield
         finally:  # requests in flight have finished: write what they put on the books
+            # (streams the server cut at its shutdown limit are settling now: wait for them)
+            await books.wait_for_open_entries(SETTLE_AT_SHUTDOWN_SECONDS)
+            await holds.close()
+            if listener:
+                await listener.close()
+            if tracing:
+                tracing.close()
             holder.stop_watching()
             await responses.close()
             await ledger.close()
             await prompts.close()
             await limiter.close()
+            if shared_breakers:
+                await shared_breakers.close()
             await http.close()
             await store.close()
 
@@ -94,10 +136,16 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
     # in the shape that family's clients parse.
     family_by_path = {route.path: route.endpoint.family for route in routes}
     routes += endpoints.routes(registry)
+    if listener is None:
+        routes.append(metrics_route(metrics))
     if dashboard:
         routes += dashboard_routes()
+    # Every request, refused or answered, is counted, traced and logged when it is over.
+    sinks = [metrics.observe, *([tracing.observe] if tracing else []),
+             *([log_access] if access_log else [])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        HTTPException: _http_error, Exception: _unexpected_error})
+        HTTPException: _http_error, Exception: _unexpected_error},
+        middleware=[Middleware(WatchRequests, sinks=sinks)])
     app.state.family_by_path = family_by_path
     return app
 

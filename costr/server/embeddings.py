@@ -1,15 +1,21 @@
 """An embeddings request: authenticate, decode the client's format, choose the embedding model,
+apply the key's rate limits (429; the tokens it used count against its tokens per minute),
 hold its estimated cost, call the provider, settle, encode in the client's format."""
 from __future__ import annotations
 
 from dataclasses import replace
 
+import anyio
+
 from costr.accounts.books import Books, Entry
+from costr.accounts.limits import enforce
 from costr.accounts.records import MICROS, ApiKey
 from costr.config.pricing import cost_usd
-from costr.errors import CostrError, ModelNotFound, NoUsableProvider, UpstreamError
+from costr.errors import CostrError, ModelNotFound, NoUsableProvider
+from costr.routing.breakers import Breakers
 from costr.routing.live import LiveConfig
-from costr.server.fallback import client_facing
+from costr.routing.route import Route
+from costr.server.fallback import call_in_turn
 from costr.server.gateway import Gateway, json_response
 from costr.wire.conversation import Usage
 from costr.wire.formats import EmbeddingsFormat, RoutingFacts
@@ -23,24 +29,30 @@ async def answer_embeddings(gateway: Gateway, fmt: EmbeddingsFormat, body: bytes
     books = gateway.books
     entry = books.open(LEDGER_FORMAT, key)
     try:
-        return await _embed(gateway.config.current, books, entry, fmt, body)
+        return await _embed(gateway.config.current, books, gateway.breakers, entry, fmt, body)
     except CostrError as err:
         await books.fail(entry, err)
         raise
+    except BaseException:  # cancelled, or a bug: the hold is released and the loss recorded
+        with anyio.CancelScope(shield=True):
+            await books.fail(entry, CostrError("the request ended without an answer"))
+        raise
 
 
-async def _embed(live: LiveConfig, books: Books, entry: Entry, fmt: EmbeddingsFormat,
-                 body: bytes):
+async def _embed(live: LiveConfig, books: Books, breakers: Breakers, entry: Entry,
+                 fmt: EmbeddingsFormat, body: bytes):
     request = fmt.decode_embedding_request(body)
     model = embedding_model(live, request.model)
     entry.record.requested_model = request.model
+    key = entry.key
+    await enforce(books.limiter, key.id, key.rpm, key.tpm)
     # generous: the hold is settled at the upstream's count
     estimate = Usage(input_tokens=sum(len(text) for text in request.inputs) // 2 + 16)
     await books.hold(entry, max(1, round(cost_usd(model, estimate) * MICROS)))
-    try:
-        result = await live.provider_for(model).embed(replace(request, model=model.id), model)
-    except UpstreamError as err:
-        raise client_facing(err) from None
+    # called as a chat candidate is: its breakers, the deadline, and a retry where one helps
+    entry.route = Route(request.model, [model], None, None, None, 1.0, 0)
+    result = await call_in_turn(breakers, live, entry.route, lambda chosen: live.provider_for(
+        chosen).embed(replace(request, model=chosen.id), chosen))
     if not result.usage.input_tokens:
         result.usage = Usage(input_tokens=sum(len(text) for text in request.inputs) // 4 + 1,
                              estimated=True)

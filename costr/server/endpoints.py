@@ -104,24 +104,33 @@ async def _get_model(live: LiveConfig, request: Request):
 
 
 async def _health(live: LiveConfig, request: Request):
-    """ok, degraded (some providers unusable) or unusable (503: none is; a load balancer
-    should send nothing here). Anyone gets the bare status; only an admin key gets the detail
-    (provider names and types, configuration paths, the variables holding API keys, models),
-    which would otherwise map the deployment for a stranger."""
+    """ok, degraded (some providers unusable, or some upstream behind an open circuit breaker)
+    or unusable (503: no provider is usable, or every chat model is behind an open breaker, so
+    no tier can be served; a load balancer should send nothing here). Anyone gets the bare
+    status; only an admin key gets the detail (provider names and types, configuration paths,
+    the variables holding API keys, models, each provider's breaker with its recent error rate
+    and latency, and the models whose own breaker is not closed), which would otherwise map the
+    deployment for a stranger."""
     config = live.config
-    status = "ok" if live.usable == frozenset(config.providers) else (
-        "degraded" if live.usable else "unusable")
+    breakers = request.app.state.gateway.breakers
+    enabled = config.routing.breaker.enabled
+    usable = [m for m in live.chat_models.values() if m.provider in live.usable]
+    servable = [m for m in usable if not enabled or breakers.passable(m)]
+    status = "ok" if live.usable == frozenset(config.providers) and len(servable) == len(usable) \
+        else ("degraded" if servable else "unusable")
     code = 503 if status == "unusable" else 200
     if not await _is_admin(request):
         return json_response({"status": status}, status=code)
     missing = config.missing_credentials()
+    state = breakers.report(list(config.providers), config.routing.breaker)
     providers = {name: {"type": s.type, "usable": name in live.usable,
                         **({"missing_env": missing[name]} if name in missing else {})}
                  for name, s in config.providers.items()}
     return json_response({
         "status": status, "config_loaded": True,
         "config": {"providers_file": str(config.sources[0]), "policies_dir": str(config.sources[1])},
-        "providers": providers,
+        "providers": providers, "breakers": state,
+        "skipped_models": [m.id for m in usable if m not in servable],
         "tiers": {t: [m.id for m in live.by_tier[t] if m.provider in live.usable] for t in config.tiers},
         "policies": sorted(live.policies), "default_policy": config.routing.default_policy,
         "scorer": config.routing.scorer, "baseline": config.baseline.id,

@@ -12,6 +12,7 @@ from costr.accounts.books import Books, Entry
 from costr.accounts.kept_prompts import PromptKeeper
 from costr.cache.responses import CachePlan, ResponseCache
 from costr.config.pricing import savings_percent
+from costr.routing.breakers import Breakers
 from costr.routing.live import ConfigHolder, LiveConfig
 from costr.routing.route import Route
 from costr.routing.sessions import SessionTiers
@@ -32,6 +33,7 @@ class Gateway:
     cache: ResponseCache
     prompts: PromptKeeper
     request_limits: RequestLimits = field(default_factory=RequestLimits)
+    breakers: Breakers = field(default_factory=Breakers)   # the upstreams' circuit breakers
 
 
 async def finish(gateway: Gateway, live: LiveConfig, request: ChatRequest, route: Route,
@@ -54,7 +56,7 @@ def routing_facts(live: LiveConfig, route: Route, model: ModelSpec, usage: Usage
         routed_provider=model.provider, tier=model.tier, confidence=route.confidence,
         savings_percent=savings_percent(model, live.config.baseline, usage),
         complexity=route.complexity.score if route.complexity else None, policy=route.policy,
-        rule=route.rule)
+        rule=route.rule, fallbacks=route.fallbacks())
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:

@@ -1,8 +1,13 @@
 """The life of a chat request, in one place.
 
+(Every HTTP request, this one included, is timed, counted, traced and access-logged around its
+endpoint by the middleware in observability.py, from the ledger record it ends with.)
+
 authenticate (from the headers, before the endpoint reads the capped body: request_limits.py)
--> decode the client's format, within the message and tool limits -> route (score, policy, choose model) -> cache
-lookup -> limits and credit hold -> call the provider, with fallback -> finish (account, keep the
+-> decode the client's format, within the message and tool limits -> route (score, policy, choose model)
+-> price the fields that change what the upstream charges (or strip or refuse them) -> cache
+lookup -> skip candidates behind an open circuit breaker -> limits and credit hold -> call the
+provider, with retries and fallback, within the deadline (fallback.py) -> finish (account, keep the
 prompt if the operator opted in, cache store) -> encode in the client's format.
 """
 from __future__ import annotations
@@ -18,14 +23,14 @@ from costr.cache.responses import replay_frames
 from costr.errors import CostrError
 from costr.routing.live import LiveConfig
 from costr.routing.route import Route, route_request
-from costr.server.fallback import complete_with_fallback
+from costr.server.billed_fields import price_billed_fields
+from costr.server.fallback import complete_with_fallback, skip_open_circuits
 from costr.server.gateway import Gateway, finish, json_response, routing_facts
 from costr.server.request_limits import check_request_size
 from costr.server.streamed import stream_answer
 from costr.server.streaming import settled_usage
 from costr.wire.conversation import ChatRequest, ChatResponse
 from costr.wire.formats import ApiFormat
-
 
 
 async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers,
@@ -39,14 +44,16 @@ async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers,
         route = route_request(live, request, headers.get("x-cost-priority"),
                               gateway.sessions.of_key(entry.key.id), headers)
         entry.routed(request, route)                             # scored, policy applied
-        plan = gateway.cache.plan(live.config.cache, request, route, entry.key.id, headers)
+        entry.charges = price_billed_fields(fmt, live, request, route, entry.key)  # or refused
+        plan = gateway.cache.plan(live, request, route, entry.key.id, headers)
         cached = plan and await gateway.cache.lookup(plan)
         if cached:
             return await answer_from_cache(gateway, live, fmt, request, route, entry, cached)
+        skip_open_circuits(gateway.breakers, live, route)        # so the hold covers who is called
         await gateway.books.admit(entry, route, request, live.config.routing.max_attempts)
         if request.stream:
             return await stream_answer(gateway, live, fmt, request, route, entry, plan)
-        response, model = await complete_with_fallback(live, route, request)
+        response, model = await complete_with_fallback(gateway.breakers, live, route, request)
         # An upstream that reported no usage gets an estimate; the client is told what it pays.
         usage = response.usage = settled_usage(response.usage, route.prompt_tokens, response)
         facts = routing_facts(live, route, model, usage)

@@ -16,7 +16,8 @@ do not accept, OpenAI tool call ids over 40 characters, Anthropic tool_use ids o
 pattern, unpaired calls and results, and (for `gemini-3*` models, which sign their function
 calls) a current-turn step whose signature is missing or not its own. `--fast` answers OpenAI
 chat from precomputed bytes, so a benchmark measures the gateway in front of it rather than
-the fake.
+the fake. `POST /_fault {"mode": "hang"|"truncate"|"error"|"ok"}` (or `set_fault`) makes
+its chat answers misbehave on command (costr/testing/_fake_faults.py).
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ from . import _fake_anthropic as anthropic
 from . import _fake_gemini as gemini
 from . import _fake_openai as openai
 from ._fake_answers import Answer, Ask, Script
+from ._fake_faults import Faults, faulty_answer
 
 DEFAULT_MODELS = ["fake-mini", "fake-standard", "fake-large"]
+PROVIDER_TYPE = "openai"   # the provider type a providers.yaml gives the fake (its chat wire)
 
 
 class Received(NamedTuple):
@@ -64,6 +67,7 @@ class FakeUpstream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._fast_replies = _precomputed_replies()
+        self.faults = Faults()   # hang, truncate, error on command (POST /_fault)
 
     @property
     def url(self) -> str:
@@ -72,6 +76,16 @@ class FakeUpstream:
     def enqueue(self, *entries: dict) -> None:
         """Add script entries; safe to call while the fake is serving."""
         self.script.extend(list(entries))
+
+    def set_fault(self, mode: str, count: int | None = None, status: int | None = None) -> None:
+        """Make the next chat answers (`count` of them, or all) hang, truncate or fail
+        (costr/testing/_fake_faults.py); "ok" ends it. Safe to call while serving."""
+        if self._loop is None:
+            self.faults.set(mode, count, status)
+            return
+        async def set_on_loop():
+            self.faults.set(mode, count, status)
+        asyncio.run_coroutine_threadsafe(set_on_loop(), self._loop).result(10)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -85,6 +99,7 @@ class FakeUpstream:
             web.post("/v1/messages/count_tokens", self._anthropic_count_tokens),
             web.post("/v1beta/models/{target}", self._gemini),
             web.post("/v1/models/{target}", self._gemini),
+            web.get("/_fault", self.faults.endpoint), web.post("/_fault", self.faults.endpoint),
         ])
         return app
 
@@ -109,6 +124,7 @@ class FakeUpstream:
 
     def stop(self) -> None:
         if self._loop and self._thread:
+            self._loop.call_soon_threadsafe(self.faults.release)  # hung answers end now
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
         self._loop = self._thread = None
@@ -156,10 +172,15 @@ class FakeUpstream:
         body = orjson.loads(await request.read())
         if self.delay:
             await asyncio.sleep(self.delay)
-        if not body.get("stream"):
-            return web.Response(body=self._fast_replies["body"], content_type="application/json")
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return await _stream(request, self._fast_replies["usage" if usage else "stream"])
+        chunks = self._fast_replies["usage" if usage else "stream"] if body.get("stream") else None
+        faulty = await faulty_answer(self.faults, request, openai.error_body, chunks,
+                                     self._fast_replies["body"])
+        if faulty is not None:
+            return faulty
+        if chunks is None:
+            return web.Response(body=self._fast_replies["body"], content_type="application/json")
+        return await _stream(request, chunks)
 
     async def _openai_embeddings(self, request: web.Request) -> web.Response:
         body = await self._read(request, openai.error_body)
@@ -236,8 +257,13 @@ class FakeUpstream:
             await asyncio.sleep(delay)
         if answer.is_error:
             return _json(error_body(answer.status, answer.error), answer.status)
-        if ask.stream and stream_fn is not None:
-            return await _stream(request, stream_fn(answer, ask))
+        chunks = list(stream_fn(answer, ask)) if ask.stream and stream_fn is not None else None
+        faulty = await faulty_answer(self.faults, request, error_body, chunks,
+                                     lambda: orjson.dumps(body_fn(answer, ask)))
+        if faulty is not None:
+            return faulty
+        if chunks is not None:
+            return await _stream(request, chunks)
         return _json(body_fn(answer, ask))
 
 
@@ -282,8 +308,8 @@ def providers_yaml(upstream_url: str) -> str:
     lines = [f"# The scripted fake upstream at {upstream_url}: no API key needed.",
              "tiers: [budget, standard, premium]", f"baseline: {DEFAULT_MODELS[-1]}",
              "routing: {scorer: learned, default_policy: balanced}",
-             "providers:", "  fake:", "    type: openai", f"    base_url: {upstream_url}/v1",
-             "models:"]
+             "providers:", "  fake:", f"    type: {PROVIDER_TYPE}",
+             f"    base_url: {upstream_url}/v1", "models:"]
     for model_id, (tier, price_in, price_out) in zip(DEFAULT_MODELS, tiers):
         lines += [f"  - id: {model_id}", "    provider: fake", f"    tier: {tier}",
                   f"    price: {{input: {price_in}, output: {price_out}}}",

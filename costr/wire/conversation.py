@@ -154,6 +154,9 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False  # True when the upstream reported none and Costr estimated it
+    # Uses of tools the upstream runs and bills per use, by the name billing prices them under
+    # ({"web_search": 3}; costr.wire.billing_features)
+    server_tool_uses: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

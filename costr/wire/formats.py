@@ -7,7 +7,7 @@ API follows `EmbeddingsFormat` as well.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import orjson
@@ -41,9 +41,12 @@ class RoutingFacts:
     policy: str | None = None
     cache_hit: bool = False
     rule: str | None = None         # the policy rule that decided, if one did
+    # the candidates tried or skipped before the answer, each {"model", "reason"}; in x_routing
+    # only when there were any
+    fallbacks: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {
+        facts = {
             "requested_model": self.requested_model,
             "routed_model": self.routed_model,
             "routed_provider": self.routed_provider,
@@ -55,6 +58,9 @@ class RoutingFacts:
             "cache_hit": self.cache_hit,
             "rule": self.rule,
         }
+        if self.fallbacks:
+            facts["fallbacks"] = self.fallbacks
+        return facts
 
     def headers(self) -> dict[str, str]:
         out = {
@@ -111,6 +117,10 @@ class ApiFormat(Protocol):
 
     def recognises(self, body: dict, headers) -> bool:
         """Whether a body (for dry-run) looks like this format's request."""
+
+    # Optional: `billing_features(request) -> list[BillingFeature]`, the parts of a decoded
+    # request that change what a same-format upstream charges (costr.wire.billing_features).
+    # A format without it forwards nothing billed beyond tokens.
 
 
 @runtime_checkable

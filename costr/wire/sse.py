@@ -6,6 +6,8 @@ from typing import AsyncIterator
 
 import orjson
 
+from costr.wire.capped_reads import answer_too_large
+
 
 @dataclass(slots=True)
 class SSEvent:
@@ -13,16 +15,21 @@ class SSEvent:
     data: str
 
 
-async def read_events(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
-    """Parse an SSE byte-line stream into events (one per blank-line-terminated record)."""
+async def read_events(lines: AsyncIterator[bytes],
+                      max_event_bytes: int | None = None) -> AsyncIterator[SSEvent]:
+    """Parse an SSE byte-line stream into events (one per blank-line-terminated record). An
+    event whose data lines add up to more than `max_event_bytes` is a retryable UpstreamError
+    (a single line is capped by whoever reads the lines: costr.wire.capped_reads)."""
     event: str | None = None
     data: list[str] = []
+    size = 0
     async for raw in lines:
-        line = raw.decode("utf-8").rstrip("\r\n")
+        # Bytes that are not UTF-8 are the JSON decoder's to refuse, not a crash here.
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if data:
                 yield SSEvent(event, "\n".join(data))
-            event, data = None, []
+            event, data, size = None, [], 0
             continue
         if line.startswith(":"):
             continue
@@ -30,6 +37,9 @@ async def read_events(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEvent]:
         if value.startswith(" "):
             value = value[1:]
         if name == "data":
+            size += len(raw)
+            if max_event_bytes is not None and size > max_event_bytes:
+                raise answer_too_large(max_event_bytes, "a stream event")
             data.append(value)
         elif name == "event":
             event = value

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import AsyncIterator, Callable, TypeVar
 
 import aiohttp
 import orjson
 
 from costr.errors import UpstreamError, UpstreamTimeout
+from costr.wire.capped_reads import (DEFAULT_MAX_ANSWER_BYTES, capped_lines, read_capped,
+                                     read_error_body)
 from costr.wire.sse import read_events
 
 log = logging.getLogger("costr.upstream")
@@ -26,6 +31,8 @@ T = TypeVar("T")
 class Timeouts:
     connect: float = 10.0
     read: float = 300.0  # longest silence allowed between bytes of an answer
+    # longest wait for a streamed answer's first event (None: `read`); the router applies it
+    first_byte: float | None = None
 
 
 # What a decoder raises when a JSON answer is not the shape it reads (a list for an object, a
@@ -69,15 +76,22 @@ class Reply:
 
 
 class Upstream:
-    def __init__(self, session: aiohttp.ClientSession):
+    """`max_answer_bytes` caps a whole answer and each event (or line) of a streamed one; an
+    upstream sending more gets a retryable 502, and Costr never holds more of it
+    (costr.wire.capped_reads)."""
+
+    def __init__(self, session: aiohttp.ClientSession,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES):
         self._session = session
+        self.max_answer_bytes = max_answer_bytes
 
     @classmethod
-    async def open(cls, limit: int = 512) -> "Upstream":
+    async def open(cls, limit: int = 512,
+                   max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> "Upstream":
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                         skip_auto_headers=("User-Agent",), json_serialize=_dumps)
-        return cls(session)
+        return cls(session, max_answer_bytes)
 
     async def close(self) -> None:
         await self._session.close()
@@ -89,7 +103,8 @@ class Upstream:
         try:
             async with self._session.request(method, url, data=body, headers=headers,
                                              timeout=_client_timeout(timeouts)) as resp:
-                payload = await resp.read()
+                payload = await (read_error_body(resp) if resp.status >= 400 else
+                                 read_capped(resp, self.max_answer_bytes, _host(url)))
                 reply = Reply(resp.status, dict(resp.headers), payload, url)
         except asyncio.TimeoutError:
             raise UpstreamTimeout(f"the upstream at {_host(url)} did not answer in time") from None
@@ -116,16 +131,18 @@ class Upstream:
             raise UpstreamError(f"could not reach the upstream at {_host(url)}: {_describe(exc)}") from None
         try:
             if resp.status >= 400:
-                reply = Reply(resp.status, dict(resp.headers), await resp.read())
+                reply = Reply(resp.status, dict(resp.headers), await read_error_body(resp))
                 raise error_from_reply(reply, url, secret)
-            items = read_events(resp.content) if framing == "sse" else _lines(resp.content)
+            cap = self.max_answer_bytes
+            lines = capped_lines(resp.content, cap, _host(url))
+            items = read_events(lines, cap) if framing == "sse" else _lines(lines)
             yield _guarded(items, url)
         finally:
             await ctx.__aexit__(None, None, None)
 
 
-async def _lines(content) -> AsyncIterator[bytes]:
-    async for line in content:
+async def _lines(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for line in lines:
         line = line.strip()
         if line:
             yield line
@@ -153,7 +170,37 @@ def error_from_reply(reply: Reply, url: str, secret: str | None) -> UpstreamErro
     except orjson.JSONDecodeError:
         body = None
     return UpstreamError(f"upstream {_host(url)} answered {reply.status}: {message}",
-                         upstream_status=reply.status, retryable=retryable, upstream_body=body)
+                         upstream_status=reply.status, retryable=retryable, upstream_body=body,
+                         retry_after=retry_after(reply.headers))
+
+
+def retry_after(headers: dict[str, str], now: float | None = None) -> float | None:
+    """The seconds an upstream asked to wait: `Retry-After` as seconds or as an HTTP date, or
+    the millisecond `retry-after-ms` some send as well; None when absent or unreadable."""
+    found = {k.lower(): v for k, v in headers.items() if k.lower() in _RETRY_HEADERS}
+    try:
+        if "retry-after-ms" in found:
+            return _bounded(float(found["retry-after-ms"]) / 1000)
+        value = found.get("retry-after", "").strip()
+        if not value:
+            return None
+        if value.replace(".", "", 1).isdigit():
+            return _bounded(float(value))
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return _bounded(when.timestamp() - (time.time() if now is None else now))
+
+
+_RETRY_HEADERS = ("retry-after", "retry-after-ms")
+
+
+def _bounded(seconds: float) -> float | None:
+    """A wait the router can use: a date in the past is no wait, more than a day is a day;
+    nonsense (NaN) is ignored."""
+    return min(max(0.0, seconds), 86400.0) if seconds == seconds else None
 
 
 def upstream_message(body: bytes) -> str:

@@ -2,9 +2,10 @@
 `/v1/messages?beta=true`, and `POST /v1/messages/count_tokens`)."""
 from __future__ import annotations
 
-from costr import ChatRequest, ChatResponse, CostrError, RoutingFacts, estimate_tokens
+from costr import (BillingFeature, ChatRequest, ChatResponse, CostrError, RoutingFacts,
+                   estimate_tokens)
 
-from . import client_request, client_response
+from . import billing, client_request, client_response
 from .client_stream import KEEPALIVE_SECONDS, StreamEncoder
 from .wire_response import WIRE_FORMAT
 
@@ -38,3 +39,7 @@ class AnthropicMessagesFormat:
 
     def recognises(self, body: dict, headers) -> bool:
         return client_request.looks_like_a_request(body, headers)
+
+    def billing_features(self, request: ChatRequest) -> list[BillingFeature]:
+        """Server tools, betas and fields Anthropic bills beyond tokens (billing.py)."""
+        return billing.billing_features(request)

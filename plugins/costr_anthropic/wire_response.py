@@ -42,7 +42,16 @@ def usage_from_wire(usage: dict) -> Usage:
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_written,
         reasoning_tokens=output_details.get("thinking_tokens") or 0,
+        server_tool_uses=server_tool_uses(usage.get("server_tool_use")),
     )
+
+
+def server_tool_uses(counts) -> dict[str, int]:
+    """`server_tool_use: {web_search_requests: 3}` as the uses billing prices (`web_search`)."""
+    if not isinstance(counts, dict):
+        return {}
+    return {name.removesuffix("_requests"): n for name, n in counts.items()
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0}
 
 
 def response_from_wire(body: dict) -> ChatResponse:

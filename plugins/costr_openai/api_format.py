@@ -1,10 +1,10 @@
 """The client-facing OpenAI Chat Completions format (`POST /v1/chat/completions`)."""
 from __future__ import annotations
 
-from costr import (ChatRequest, ChatResponse, CostrError, EmbeddingRequest, EmbeddingResponse,
-                   RoutingFacts, default_error_body)
+from costr import (BillingFeature, ChatRequest, ChatResponse, CostrError, EmbeddingRequest,
+                   EmbeddingResponse, RoutingFacts, default_error_body)
 
-from . import chat_request, chat_response, embeddings
+from . import billing, chat_request, chat_response, embeddings
 from .chat_stream import StreamEncoder
 
 
@@ -39,6 +39,10 @@ class OpenAIChatFormat:
 
     def encode_token_count(self, tokens: int) -> dict:
         return {"input_tokens": tokens}
+
+    def billing_features(self, request: ChatRequest) -> list[BillingFeature]:
+        """Service tiers and audio answers, which OpenAI bills beyond text tokens (billing.py)."""
+        return billing.billing_features(request)
 
     def recognises(self, body: dict, headers) -> bool:
         """Only this family's vocabulary: no other family's version header or top-level system
