@@ -28,6 +28,7 @@ def test_json_logs_have_one_access_line_per_request(tmp_path, fake_upstream):
         assert httpx.get(f"{base}/no/such/path", headers=AUTH).status_code == 404
         big = {"model": "auto", "messages": [{"role": "user", "content": "x" * 20_000}]}
         assert httpx.post(f"{base}/v1/chat/completions", json=big, headers=AUTH).status_code == 413
+        assert httpx.get(f"{base}/v1/models", headers=AUTH).status_code == 200
     finally:
         lines = stop(process)
     records = [json.loads(line) for line in lines]   # every line is JSON, uvicorn's too
@@ -37,8 +38,8 @@ def test_json_logs_have_one_access_line_per_request(tmp_path, fake_upstream):
     assert [(r["method"], r["path"], r["status"]) for r in access] == [
         ("POST", "/v1/chat/completions", 200), ("POST", "/v1/chat/completions", 200),
         ("POST", "/v1/chat/completions", 401), ("GET", "/no/such/path", 404),
-        ("POST", "/v1/chat/completions", 413)]
-    chat, stream, refused, unknown, too_big = access
+        ("POST", "/v1/chat/completions", 413), ("GET", "/v1/models", 200)]
+    chat, stream, refused, unknown, too_big, models = access
     assert chat["request_id"] == answered.headers["x-request-id"]
     assert chat["key_id"] and chat["key_id"] == stream["key_id"]
     assert chat["requested_model"] == "auto"
@@ -50,8 +51,11 @@ def test_json_logs_have_one_access_line_per_request(tmp_path, fake_upstream):
     # a stream is logged once it has ended, with what it delivered
     assert stream["routed_model"] == "local-mini" and stream["output_tokens"] > 0
     assert stream["ttft_ms"] is not None and stream["ttft_ms"] <= stream["latency_ms"]
-    for line in (refused, unknown, too_big):
+    for line in (refused, unknown):
         assert line["key_id"] is None and line["routed_model"] is None
+    # a request that got past the key check but opened no ledger entry still names its key
+    for line in (too_big, models):
+        assert line["key_id"] == chat["key_id"] and line["routed_model"] is None
     assert unknown["endpoint"] == "other"
     everything = "\n".join(lines)
     assert TEST_KEY not in everything and "cr-not-a-real-key" not in everything

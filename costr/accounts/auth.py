@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from costr.accounts import observers
 from costr.accounts.records import KEY_PREFIX, ApiKey, Store, hash_secret
 from costr.errors import AuthenticationFailed, PermissionDenied
 
@@ -43,6 +44,7 @@ class KeyCache:
             self._keys[digest] = (key, now)
         if key is None or key.revoked:
             raise AuthenticationFailed(INVALID)
+        observers.authenticated(key.id)
         return key
 
     def forget(self, key_id: str) -> None:

@@ -20,10 +20,11 @@ _late: dict[int, RequestWatch] = {}   # by id(entry): requests over whose entry 
 class RequestWatch:
     """One HTTP request being watched: its books entry, once it has one. `on_late` is called
     with the entry when it is settled after the server has finished with the request."""
-    __slots__ = ("entry", "on_late")
+    __slots__ = ("entry", "on_late", "key_id")
 
     def __init__(self):
         self.entry: Any = None
+        self.key_id: str | None = None   # the caller's key, once authenticated (never the key)
         self.on_late: Callable[[Any], None] | None = None
 
     def wait_for_entry(self, on_late: Callable[[Any], None]) -> bool:
@@ -47,6 +48,14 @@ def watch() -> tuple[RequestWatch, Token]:
 
 def unwatch(token: Token) -> None:
     _current.reset(token)
+
+
+def authenticated(key_id: str) -> None:
+    """The request watched in this context was made with the key `key_id`: requests that open
+    no books entry (models, account endpoints, /metrics) are still logged with it."""
+    current = _current.get()
+    if current is not None:
+        current.key_id = key_id
 
 
 def opened(entry) -> None:

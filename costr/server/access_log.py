@@ -63,7 +63,8 @@ def log_access(served: Served) -> None:
         return
     fields = {"request_id": None, "method": served.method, "path": served.path,
               "endpoint": served.endpoint, "status": served.status,
-              "latency_ms": round(served.seconds * 1000, 2), **NOT_ON_THE_BOOKS}
+              "latency_ms": round(served.seconds * 1000, 2), **NOT_ON_THE_BOOKS,
+              "key_id": served.key_id}
     entry = served.entry
     if entry is not None:
         r = entry.record

@@ -35,6 +35,7 @@ class Served:
     seconds: float        # until its last byte was sent
     headers: list         # the request's raw ASGI headers, for trace context
     entry: Any = None
+    key_id: str | None = None   # the caller's key id, when it authenticated
 
     @property
     def outcome_status(self) -> int:
@@ -71,7 +72,8 @@ class WatchRequests:
         finally:
             observers.unwatch(token)
             served = Served(scope["method"], scope["path"], endpoint_of(scope, root), status,
-                            started_ns, time.perf_counter() - clock, scope["headers"], watch.entry)
+                            started_ns, time.perf_counter() - clock, scope["headers"], watch.entry,
+                            watch.key_id)
 
             def tell(entry):
                 served.entry = entry
