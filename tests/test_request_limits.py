@@ -5,6 +5,7 @@ the tier another key's agent session got, and a 405 on /v1/messages came in Open
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from urllib.parse import urlsplit
 
@@ -277,3 +278,18 @@ def test_a_wrong_method_gets_405_in_the_family_shape(gateway, path):
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     error_type(path, response.json())
+
+
+@pytest.mark.parametrize("argv, env, says", [
+    (["--max-body-mb", "0"], {}, "--max-body-mb: '0': the limit must be a positive number"),
+    (["--max-answer-mb", "-1"], {}, "--max-answer-mb: '-1': the limit must be a positive number"),
+    ([], {"COSTR_MAX_ANSWER_MB": "lots"}, "--max-answer-mb: 'lots' is not a number of megabytes"),
+])
+def test_a_size_limit_that_is_not_a_positive_number_is_refused_at_start(argv, env, says):
+    """A limit of 0 would refuse every request (or every answer), and a typo in the variable
+    was a traceback: either is a one-line error naming the option, before anything starts."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "costr.cli.main", "serve", *argv],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr

@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--limits", default=os.environ.get("COSTR_LIMITS_URL"),
                        help="memory:// (default) or redis://HOST:PORT/DB to share rate limits "
                             "between instances (env COSTR_LIMITS_URL)")
-    serve.add_argument("--max-body-mb", type=float, default=float(os.environ.get("COSTR_MAX_BODY_MB", "32")),
+    serve.add_argument("--max-body-mb", type=megabytes, default=os.environ.get("COSTR_MAX_BODY_MB", "32"),
                        help="refuse request bodies larger than this with 413, without reading "
                             "them whole (default 32; env COSTR_MAX_BODY_MB)")
-    serve.add_argument("--max-answer-mb", type=float,
-                       default=float(os.environ.get("COSTR_MAX_ANSWER_MB", "64")),
+    serve.add_argument("--max-answer-mb", type=megabytes,
+                       default=os.environ.get("COSTR_MAX_ANSWER_MB", "64"),
                        help="an upstream answer, or one event of a streamed answer, larger than "
                             "this is refused with a retryable 502 (the next model is tried) "
                             "without being held whole (default 64; env COSTR_MAX_ANSWER_MB)")
@@ -108,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(config)
     return _serve(args, registry, config)
+
+
+def megabytes(text: str) -> float:
+    """A size limit in MB, from the command line or its environment variable: a positive number
+    (a limit of 0 would refuse everything)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the limit must be a positive number of megabytes")
+    return value
 
 
 def _load_plugins():
