@@ -1,6 +1,7 @@
 """Fixtures that build a Costr app from a temporary config and serve it on loopback."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from costr.cli.keys import add_keys_parser, run_keys
 from costr.testing import running_gateway
 from costr.testing.fake_upstream import FakeUpstream
 
@@ -94,3 +96,18 @@ async def store(db_url):
     opened = await open_store(db_url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def keys(tmp_path, monkeypatch, capsys):
+    """Run `costr keys ARGS` on a data directory of its own; returns (status, out, err)."""
+    monkeypatch.delenv("COSTR_DATABASE_URL", raising=False)
+    monkeypatch.setenv("COSTR_DATA_DIR", str(tmp_path / "data"))
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        parser = argparse.ArgumentParser(prog="costr")
+        add_keys_parser(parser.add_subparsers(dest="command", required=True))
+        status = run_keys(parser.parse_args(["keys", *argv]))
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run

@@ -4,7 +4,6 @@ answer, a health check that mapped the deployment for strangers, a megabyte key 
 world-readable database, and `costr keys` not finding a key by the name the docs use."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import secrets
@@ -15,7 +14,6 @@ import pytest
 from aiohttp import web
 
 from costr.accounts.store import open_store
-from costr.cli.keys import add_keys_parser, run_keys
 from costr.testing import AUTH, running_gateway, seed_key
 from costr.testing.fake_upstream import FakeUpstream
 
@@ -149,21 +147,6 @@ def test_top_ups_cannot_take_a_balance_past_what_the_books_hold(gateway):
 
 
 # -- the same bounds in `costr keys` --------------------------------------------------------
-
-@pytest.fixture
-def keys(tmp_path, monkeypatch, capsys):
-    """Run `costr keys ARGS` on a data directory of its own; returns (status, out, err)."""
-    monkeypatch.delenv("COSTR_DATABASE_URL", raising=False)
-    monkeypatch.setenv("COSTR_DATA_DIR", str(tmp_path / "data"))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        parser = argparse.ArgumentParser(prog="costr")
-        add_keys_parser(parser.add_subparsers(dest="command", required=True))
-        status = run_keys(parser.parse_args(["keys", *argv]))
-        out, err = capsys.readouterr()
-        return status, out, err
-    return run
-
 
 def stored_keys(tmp_path):
     async def listed():

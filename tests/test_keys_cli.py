@@ -2,32 +2,13 @@
 prefixes, revoke and top-up find a key by id or prefix."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
 
-import pytest
-
 from costr.accounts.records import hash_secret
-from costr.cli.keys import add_keys_parser, run_keys
 from costr.accounts.store import open_store
 
 KEY = re.compile(r"^cr-[A-Za-z0-9_-]{32,}$")
-
-
-@pytest.fixture
-def keys(tmp_path, monkeypatch, capsys):
-    """Run `costr keys ARGS` against a data directory of its own; returns (status, out, err)."""
-    monkeypatch.delenv("COSTR_DATABASE_URL", raising=False)
-    monkeypatch.setenv("COSTR_DATA_DIR", str(tmp_path / "data"))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        parser = argparse.ArgumentParser(prog="costr")
-        add_keys_parser(parser.add_subparsers(dest="command", required=True))
-        status = run_keys(parser.parse_args(["keys", *argv]))
-        out, err = capsys.readouterr()
-        return status, out, err
-    return run
 
 
 def stored_key(data_dir, secret):
