@@ -133,7 +133,7 @@ async def test_a_settle_the_database_failed_is_retried_once_it_is_back(store):
         assert await credit(store) == (10_000, 5_000) and len(books.unsettled) == 1
         store.settle = settle   # the database is back
         await asyncio.sleep(0.5)
-        assert await credit(store) == (10_000, 0) and books.unsettled == []
+        assert await credit(store) == (10_000, 0) and not books.unsettled
     finally:
         await keeper.close()
     record = await store.ledger_record(entry.record.id)
@@ -161,7 +161,7 @@ async def test_a_hold_taken_as_the_connection_dropped_is_released_once_the_datab
     await keeper.start()
     try:
         await asyncio.sleep(0.5)
-        assert await credit(store) == (10_000, 0) and books.unsettled == [] and await holds(store) == []
+        assert await credit(store) == (10_000, 0) and not books.unsettled and await holds(store) == []
     finally:
         await keeper.close()
 

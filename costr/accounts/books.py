@@ -17,6 +17,7 @@ import asyncio
 import time
 import uuid
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -27,7 +28,7 @@ from costr.accounts.records import MICROS, ApiKey, CreditHold, LedgerRecord, Sto
 from costr.accounts.auth import KeyCache
 from costr.accounts.keys import MAX_BALANCE_MICROS
 from costr.wire.conversation import ChatRequest, Usage
-from costr.errors import CostrError, InsufficientCredits, UpstreamError
+from costr.errors import CostrError, DatabaseUnavailable, InsufficientCredits, UpstreamError
 from costr.wire.formats import RoutingFacts
 from costr.accounts.ledger import LedgerWriter
 from costr.accounts.limits import Limiter, enforce
@@ -96,7 +97,9 @@ class Books:
         self.open_entries: weakref.WeakValueDictionary[str, Entry] = weakref.WeakValueDictionary()
         # Holds whose settle the database failed, with their records: released and written
         # once it is back (credit_holds.py retries them).
-        self.unsettled: list[tuple[CreditHold, LedgerRecord | None]] = []  # None: a reserve that failed
+        # Settles (and, record None, reserves) the database failed, oldest first, to retry; past
+        # MAX_UNSETTLED the oldest is dropped, and its hold expires and is released instead.
+        self.unsettled: deque[tuple[CreditHold, LedgerRecord | None]] = deque(maxlen=MAX_UNSETTLED)
 
     def open(self, family: str, key: ApiKey) -> Entry:
         """Start the record of a request by `key` (authenticated from its headers before its
@@ -129,7 +132,7 @@ class Books:
         except Exception:
             # The database may have taken the hold and lost the connection before saying so:
             # release it (if it exists) once the database answers again, nothing charged.
-            self._release_later(hold)
+            self.unsettled.append((hold, None))
             raise
         if not reserved:
             raise InsufficientCredits(
@@ -190,8 +193,8 @@ class Books:
             if entry.hold:   # the record is written with the debit; the writer adds it to the rollup
                 cancelled = await _run_to_the_end(
                     self.store.settle(entry.hold, charge_micros, entry.record))
-        except Exception:
-            self._settle_later(entry)
+        except Exception as exc:
+            self._settle_later(entry, exc)
             raise
         finally:
             self.open_entries.pop(entry.record.id, None)
@@ -200,22 +203,16 @@ class Books:
         if cancelled is not None:
             raise cancelled
 
-    def _settle_later(self, entry: Entry) -> None:
-        """The database failed the settle: the request ends in an error (500) and is charged
-        nothing; its hold is released and its record written once the database is back."""
+    def _settle_later(self, entry: Entry, exc: Exception) -> None:
+        """The database failed the settle: the request ends in the error the client gets (503
+        when the database is unreachable, else 500) and is charged nothing; its hold is
+        released and its record written once the database is back."""
         record = entry.record
         if record.status < 400:
-            record.status = 500
+            record.status = exc.status if isinstance(exc, DatabaseUnavailable) else 500
             record.error = "the database could not be reached to settle this request"
         record.charged_micros = 0
-        if len(self.unsettled) >= MAX_UNSETTLED:
-            del self.unsettled[0]   # its hold will expire and be released instead
         self.unsettled.append((entry.hold, record))
-
-    def _release_later(self, hold: CreditHold) -> None:
-        if len(self.unsettled) >= MAX_UNSETTLED:
-            del self.unsettled[0]
-        self.unsettled.append((hold, None))
 
     def held_ids(self) -> list[str]:
         """The holds of the requests still open here, to renew."""

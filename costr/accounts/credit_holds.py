@@ -77,13 +77,14 @@ class HoldKeeper:
         returns how many went through."""
         books, done = self.books, 0
         while books.unsettled:
-            hold, record = books.unsettled[0]
+            item = hold, record = books.unsettled[0]   # left in place until the database takes it
             try:
                 await books.store.settle(hold, 0, record)
             except Exception:  # noqa: BLE001 - still away: the next round tries again
                 log.debug("the database still fails settles", exc_info=True)
                 break
-            del books.unsettled[0]
+            if books.unsettled and books.unsettled[0] is item:   # (not dropped meanwhile, when full)
+                books.unsettled.popleft()
             if record is not None:   # None: a reserve whose outcome was unknown, now released
                 books.ledger.record(record, written=True)   # the rollup is left to do
             done += 1

@@ -5,11 +5,11 @@ A hit is exactly a request that would have been answered the same way: the key h
 client's body as sent (minus fields that cannot change the answer: stream flags, user ids),
 the client headers Costr forwards upstream with it when it passes through to the routed model
 (`forward_headers`: whatever its API format keeps for the upstream, such as beta features, which
-change the answer as much as the body does), its API format, the requested model and, for `auto`, the policy in force and the
-model the router chose. Entries are scoped to the calling key unless the operator chooses `shared`.
-Errors, streams that failed or were cut short, and answers over MAX_ENTRY_CHARS are never
-stored. Identical requests that
-arrive while the first is still being answered wait for it instead of calling the upstream.
+change the answer as much as the body does), its API format, the requested model and, for
+`auto`, the policy in force and the model the router chose. Entries are scoped to the calling
+key unless the operator chooses `shared`. Errors, streams that failed or were cut short, and
+answers over MAX_ENTRY_CHARS are never stored. Identical requests that arrive while the first
+is still being answered wait for it instead of calling the upstream.
 A backend that fails degrades to no cache, with a warning in the log; requests never fail
 because of it.
 """
@@ -68,9 +68,7 @@ class ResponseCache:
         body = {k: v for k, v in request.raw.items() if k not in VOLATILE}
         scope = key_id if settings.scope == "key" else "shared"
         model = route.candidates[0]
-        # The client's headers reach the upstream only when the body passes through to it.
-        forwarded = request.forward_headers if \
-            live.provider_for(model).wire_format == request.source_format else {}
+        forwarded = request.forward_headers if live.passes_through(request, model) else {}
         return CachePlan(cache_key(scope, request.source_format, request.model, route.policy,
                                    model.id, body, forwarded), ttl)
 

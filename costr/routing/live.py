@@ -56,6 +56,11 @@ class LiveConfig:
     def provider_for(self, model: ModelSpec) -> Provider:
         return self.providers[model.provider]
 
+    def passes_through(self, request, model: ModelSpec) -> bool:
+        """Whether the client's request reaches this model's upstream as sent (same wire
+        format), its fields and forwarded headers included; a translation drops them."""
+        return self.providers[model.provider].wire_format == request.source_format
+
 
 def _require_interfaces(config: Config, policies: dict, scorer: object) -> None:
     """A plugin whose factory built something without the interface is refused here, once,

@@ -21,7 +21,6 @@ def price_billed_fields(fmt: ApiFormat, live: LiveConfig, request: ChatRequest, 
     if not features:
         return None
     # Only a same-format upstream receives the client's fields; a translation drops them.
-    forwarded_to = frozenset(m.id for m in route.candidates
-                             if live.provider_for(m).wire_format == request.source_format)
+    forwarded_to = frozenset(m.id for m in route.candidates if live.passes_through(request, m))
     return decide_charges(features, live.config.billing, request, forwarded_to,
                           limited=not key.unlimited)
