@@ -67,9 +67,10 @@ async def test_a_hold_is_kept_with_its_reservation_and_settled_with_its_ledger_r
     assert await store.ledger_record("req-1") == record
 
 
-async def test_a_charge_is_never_without_its_ledger_record(store):
-    """The record is written with the debit, not only queued: an instance that dies before
-    its ledger writer's next batch has charged nothing it did not record."""
+async def test_a_charge_is_written_with_its_ledger_record_never_before(store):
+    """The settle is queued with the record and written with it in the ledger writer's batch:
+    until then the hold still covers the request (an instance dying here charged nothing, and
+    its hold expires), and once written, the debit and its record are there together."""
     await store.create_key(make_key(), hash_secret("a"))
     books = books_of(store, "instance-a")
     entry = books.open("openai-chat", await store.key_by_id_or_prefix("k1"))
@@ -77,68 +78,71 @@ async def test_a_charge_is_never_without_its_ledger_record(store):
     model = _model()
     await books.settle(entry, model, model, Usage(input_tokens=1_000, output_tokens=100),
                        RoutingFacts("auto", model.id, model.provider, "budget", 1.0, 0.0))
-    # the writer is never flushed: this instance "crashes" here
+    assert await credit(store) == (10_000, 5_000)
+    assert await store.ledger_record(entry.record.id) is None
+    assert books.held_ids() == [entry.record.id]   # renewed while it waits to be written
+    await books.ledger.flush()
     written = await store.ledger_record(entry.record.id)
     assert written is not None and written.charged_micros == 1_400
-    assert await credit(store) == (10_000 - 1_400, 0)
+    assert await credit(store) == (10_000 - 1_400, 0) and await holds(store) == []
+    assert books.held_ids() == []
 
 
-async def test_a_request_the_server_cancels_while_it_settles_is_settled_and_recorded(store):
-    """uvicorn ends the requests still running at its shutdown limit with a plain asyncio
-    cancel, which anyio's shield does not stop: the settle runs to its end all the same, the
-    record is queued, and only then does the cancellation go on."""
+async def test_a_request_never_waits_on_the_database_to_settle(store):
+    """A request's settle only queues (so neither a slow database nor the server cancelling the
+    request at its shutdown limit can leave it half done); the writer settles a batch of
+    requests in one call."""
     await store.create_key(make_key(), hash_secret("a"))
     books = books_of(store, "instance-a")
-    entry = books.open("openai-chat", await store.key_by_id_or_prefix("k1"))
-    await books.hold(entry, 5_000)
-    settle = store.settle
-
-    async def slow_settle(*args):
-        await asyncio.sleep(0.3)
-        await settle(*args)
-    store.settle = slow_settle
     model = _model()
-    task = asyncio.ensure_future(books.settle(
-        entry, model, model, Usage(input_tokens=1_000, output_tokens=100),
-        RoutingFacts("auto", model.id, model.provider, "budget", 1.0, 0.0)))
-    await asyncio.sleep(0.1)
-    task.cancel()   # as uvicorn does
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert await credit(store) == (10_000 - 1_400, 0)
-    assert (await store.ledger_record(entry.record.id)).charged_micros == 1_400
-    assert books.ledger._pending == [entry.record] and not books.open_entries
+    settle_many, calls = store.settle_many, []
+
+    async def counted(settles):
+        calls.append([hold.id for hold, _, _ in settles])
+        await settle_many(settles)
+    store.settle_many = counted
+    entries = []
+    for _ in range(3):
+        entry = books.open("openai-chat", await store.key_by_id_or_prefix("k1"))
+        await books.hold(entry, 2_000)
+        await books.settle(entry, model, model, Usage(input_tokens=1_000, output_tokens=100),
+                           RoutingFacts("auto", model.id, model.provider, "budget", 1.0, 0.0))
+        entries.append(entry)
+    assert calls == [] and not books.open_entries
+    await books.ledger.flush()
+    assert calls == [sorted(e.record.id for e in entries)]
+    assert await credit(store) == (10_000 - 3 * 1_400, 0)
+    for entry in entries:
+        assert (await store.ledger_record(entry.record.id)).charged_micros == 1_400
 
 
-async def test_a_settle_the_database_failed_is_retried_once_it_is_back(store):
-    """The database goes away between a request's hold and its settle: the request fails (500,
-    charged nothing); its hold is released and its record written as soon as it is back."""
+async def test_a_settle_the_database_failed_is_written_once_it_is_back(store):
+    """The database goes away between a request's hold and its settle: the answer stands; the
+    hold keeps covering it (and is renewed) until the database is back, and then the charge
+    and its record are written together, once."""
     await store.create_key(make_key(), hash_secret("a"))
     books = books_of(store, "instance-a")
     entry = books.open("openai-chat", await store.key_by_id_or_prefix("k1"))
     await books.hold(entry, 5_000)
-    settle = store.settle
+    settle_many = store.settle_many
 
     async def away(*args):
         raise OSError("connection refused")
-    store.settle = away
+    store.settle_many = away
     model = _model()
-    with pytest.raises(OSError):
-        await books.settle(entry, model, model, Usage(input_tokens=1_000, output_tokens=100),
-                           RoutingFacts("auto", model.id, model.provider, "budget", 1.0, 0.0))
-    keeper = HoldKeeper(books, every_seconds=0.2)
-    await keeper.start()
+    await books.settle(entry, model, model, Usage(input_tokens=1_000, output_tokens=100),
+                       RoutingFacts("auto", model.id, model.provider, "budget", 1.0, 0.0))
+    books.ledger.start()
     try:
         await asyncio.sleep(0.5)
-        assert await credit(store) == (10_000, 5_000) and len(books.unsettled) == 1
-        store.settle = settle   # the database is back
+        assert await credit(store) == (10_000, 5_000) and books.held_ids() == [entry.record.id]
+        store.settle_many = settle_many   # the database is back
         await asyncio.sleep(0.5)
-        assert await credit(store) == (10_000, 0) and not books.unsettled
+        assert await credit(store) == (10_000 - 1_400, 0) and books.held_ids() == []
     finally:
-        await keeper.close()
+        await books.ledger.close()
     record = await store.ledger_record(entry.record.id)
-    assert (record.status, record.charged_micros) == (500, 0) and record.cost_micros == 1_400
-    assert books.ledger._pending == [entry.record]
+    assert (record.status, record.charged_micros, record.cost_micros) == (200, 1_400, 1_400)
 
 
 async def test_a_hold_taken_as_the_connection_dropped_is_released_once_the_database_is_back(store):
@@ -200,6 +204,7 @@ async def test_a_running_instance_renews_its_holds_and_no_other_releases_them(st
     model = _model()
     await running.settle(entry, model, model, Usage(input_tokens=1_000, output_tokens=0),
                          RoutingFacts("auto", model.id, model.provider, "budget", 1.0, 0.0))
+    await running.ledger.flush()
     assert await credit(store) == (10_000 - 1_000, 0) and await holds(store) == []
 
 
@@ -239,7 +244,7 @@ async def test_an_unlimited_key_holds_nothing_and_writes_nothing(store):
 
     async def no_writes(*args, **kw):
         raise AssertionError("an unlimited key wrote to the database")
-    store.reserve = store.settle = no_writes
+    store.reserve = store.settle = store.settle_many = no_writes
     books = books_of(store, "instance-a")
     entry = books.open("openai-chat", await store.key_by_id_or_prefix("k1"))
     await books.hold(entry, 5_000)
@@ -348,6 +353,7 @@ async def test_a_live_hold_of_another_instance_is_not_released(tmp_path, db_url,
         client.join()
         assert outcome == [200, "ended"], outcome
         assert len(held) >= 10 and all(reserved > 0 for reserved in held[:-2]), held
+        await _wait_for(lambda: _released(store, key_id), timeout=5)   # the writer's next batch
         balance, reserved = await credit(store, key_id)
         records = await store.requests_page(key_id, 10, None)
         assert reserved == 0 and len(records) == 1 and records[0].status == 200

@@ -5,15 +5,19 @@ Credits cannot be overspent: before the upstream is called, the request's worst-
 (its input plus its output-token limit at the dearest model it may be sent to) is held
 atomically against the key's balance, or the request is refused with 402; afterwards the hold
 is settled to the actual cost, never more than was held, in the same step as the request's
-ledger record is written (a charge never goes without its record). Each hold names this
-instance and expires unless renewed (credit_holds.py), so a crash leaves nothing held for good.
-Keys without a balance skip both database writes, and a key's identity is cached, so an
-unlimited key costs no database round trip on the request path. Other ledger records are
-queued, never written on the response path.
+ledger record is written (a charge never goes without its record). Settles are queued with the
+ledger records and written in batches (ledger.py), never on the response path: until then the
+hold keeps the credit covered, and closing the books at shutdown writes them all. Each hold
+names this instance and expires unless renewed (credit_holds.py), so a crash leaves nothing
+held for good (what a killed instance answered but had not yet written is then charged
+nothing). Keys without a balance skip the reserve, and a key's identity is cached, so an
+unlimited key costs no database round trip on the request path.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 import time
 import uuid
 import weakref
@@ -21,14 +25,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import anyio
 import orjson
 
 from costr.accounts.records import MICROS, ApiKey, CreditHold, LedgerRecord, Store
 from costr.accounts.auth import KeyCache
 from costr.accounts.keys import MAX_BALANCE_MICROS
 from costr.wire.conversation import ChatRequest, Usage
-from costr.errors import CostrError, DatabaseUnavailable, InsufficientCredits, UpstreamError
+from costr.errors import CostrError, InsufficientCredits, UpstreamError
 from costr.wire.formats import RoutingFacts
 from costr.accounts.ledger import LedgerWriter
 from costr.accounts.limits import Limiter, enforce
@@ -41,11 +44,17 @@ from costr.routing.route import Route
 DEFAULT_OUTPUT_LIMIT = 4096   # held for a model with no max_output_tokens when the request sets none
 INPUT_MARGIN = 1.25           # the offline token estimate is held with room to spare
 HOLD_SECONDS = 300.0          # a hold not renewed for this long is released (credit_holds.py)
-MAX_UNSETTLED = 10_000        # settles the database failed, kept to retry (beyond: they expire)
+MAX_UNSETTLED = 10_000        # reserves the database failed, kept to release (beyond: they expire)
+
+
+_ID_PREFIX = "req_" + secrets.token_hex(8)   # this process's; a count follows
+_ids = itertools.count(int.from_bytes(secrets.token_bytes(4), "big"))
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    """Unique across instances and restarts (64 random bits a process, then a count), and far
+    cheaper than a uuid4 per request; 32 hex digits like one."""
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 @dataclass
@@ -95,10 +104,10 @@ class Books:
         # By request id: the requests opened and not yet settled (weakly: one whose request
         # ended by a path that never settles it drops out, and its hold expires).
         self.open_entries: weakref.WeakValueDictionary[str, Entry] = weakref.WeakValueDictionary()
-        # Holds whose settle the database failed, with their records: released and written
-        # once it is back (credit_holds.py retries them).
-        # Settles (and, record None, reserves) the database failed, oldest first, to retry; past
-        # MAX_UNSETTLED the oldest is dropped, and its hold expires and is released instead.
+        # Reserves the database failed, whose outcome is unknown (it may have taken the hold and
+        # lost the connection before saying so), oldest first: released once it is back
+        # (credit_holds.py retries them); past MAX_UNSETTLED the oldest is dropped, and its hold
+        # expires and is released instead.
         self.unsettled: deque[tuple[CreditHold, LedgerRecord | None]] = deque(maxlen=MAX_UNSETTLED)
 
     def open(self, family: str, key: ApiKey) -> Entry:
@@ -129,6 +138,12 @@ class Books:
                           time.time() + self.hold_seconds)
         try:
             reserved = await self.store.reserve(hold)
+            if not reserved and self.ledger.settling(entry.key.id):
+                # Answered requests' holds not yet settled (queued, ledger.py) may be what the
+                # balance lacks: settle them now and look again, so no request is refused for
+                # credit its predecessors no longer need.
+                await self.ledger.flush()
+                reserved = await self.store.reserve(hold)
         except Exception:
             # The database may have taken the hold and lost the connection before saying so:
             # release it (if it exists) once the database answers again, nothing charged.
@@ -186,37 +201,18 @@ class Books:
         await self._finish(entry, 0)
 
     async def _finish(self, entry: Entry, charge_micros: int) -> None:
+        """Close the entry and queue its record, with the settle of its hold if it has one.
+        Nothing here waits, so a request cancelled now is on the books all the same."""
         entry.settled = True
         entry.record.latency_ms = round((time.monotonic() - entry.started) * 1000, 2)
-        cancelled = None
-        try:
-            if entry.hold:   # the record is written with the debit; the writer adds it to the rollup
-                cancelled = await _run_to_the_end(
-                    self.store.settle(entry.hold, charge_micros, entry.record))
-        except Exception as exc:
-            self._settle_later(entry, exc)
-            raise
-        finally:
-            self.open_entries.pop(entry.record.id, None)
-        self.ledger.record(entry.record, written=entry.hold is not None)
+        self.open_entries.pop(entry.record.id, None)
+        self.ledger.record(entry.record, settle=(entry.hold, charge_micros) if entry.hold else None)
         observers.finished(entry)
-        if cancelled is not None:
-            raise cancelled
-
-    def _settle_later(self, entry: Entry, exc: Exception) -> None:
-        """The database failed the settle: the request ends in the error the client gets (503
-        when the database is unreachable, else 500) and is charged nothing; its hold is
-        released and its record written once the database is back."""
-        record = entry.record
-        if record.status < 400:
-            record.status = exc.status if isinstance(exc, DatabaseUnavailable) else 500
-            record.error = "the database could not be reached to settle this request"
-        record.charged_micros = 0
-        self.unsettled.append((entry.hold, record))
 
     def held_ids(self) -> list[str]:
-        """The holds of the requests still open here, to renew."""
-        return [e.hold.id for e in list(self.open_entries.values()) if e.hold and not e.settled]
+        """The holds of the requests still open here, and of those queued to be settled, to renew."""
+        return [*(e.hold.id for e in list(self.open_entries.values()) if e.hold and not e.settled),
+                *self.ledger.pending_holds()]
 
     async def wait_for_open_entries(self, timeout_seconds: float) -> int:
         """Wait (at most `timeout_seconds`) for the requests still open to settle, as those
@@ -225,23 +221,6 @@ class Books:
         while self.open_entries and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return len(self.open_entries)
-
-
-async def _run_to_the_end(settling) -> BaseException | None:
-    """Await `settling` to its end even if the request is cancelled meanwhile: a client that hung
-    up still gets billed right (anyio's shield), and so does a request the server cancels at
-    its shutdown limit (a plain asyncio cancel, which that shield does not stop). Returns that
-    cancellation, for the caller to raise once the books are done."""
-    task = asyncio.ensure_future(settling)
-    cancelled = None
-    with anyio.CancelScope(shield=True):
-        while not task.done():
-            try:
-                await asyncio.wait((task,))
-            except asyncio.CancelledError as exc:
-                cancelled = exc
-    task.result()   # the settle's own failure, if it failed
-    return cancelled
 
 
 def worst_case_micros(model: ModelSpec, prompt_tokens: int, max_tokens: int | None,

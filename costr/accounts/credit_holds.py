@@ -6,9 +6,10 @@ is shorter), each instance renews the holds of its own requests still running, i
 statement, and releases every hold whose expiry has passed, whoever took it: such a hold was
 left by an instance that crashed, was killed, or could not reach the database for longer than
 a hold lasts. A running instance's holds are never released under it, since it renews them
-long before they expire. And every second, while there are any, it retries the settles the
-database failed (while it was away), releasing those holds and writing their records (charged
-nothing) as soon as it is back. docs/accounts.md ("Credit holds") has the whole story.
+long before they expire (and the holds of answered requests whose settle is still queued, as
+ledger.py writes them in batches). And every second, while there are any, it releases the holds
+that reserves the database failed may have left (the connection dropped as the reserve was
+sent), as soon as it is back. docs/accounts.md ("Credit holds") has the whole story.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ class HoldKeeper:
         return holds, micros
 
     async def settle_what_failed(self) -> int:
-        """Retry the settles the database failed, oldest first, until one fails again;
+        """Release the holds reserves the database failed may have left (and write the record,
+        charged nothing, of any settle queued here), oldest first, until one fails again;
         returns how many went through."""
         books, done = self.books, 0
         while books.unsettled:

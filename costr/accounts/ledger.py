@@ -28,6 +28,7 @@ class BatchWriter:
         self._pending: list = []
         self._dropped = 0
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()   # a flush returns once what was queued before it is written
         self._task: asyncio.Task | None = None
         self._closing = False
         self._closed = False
@@ -64,6 +65,10 @@ class BatchWriter:
         """Called by the background task after each flush; housekeeping goes here."""
 
     async def flush(self) -> None:
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size:]
             try:
@@ -94,7 +99,11 @@ class BatchWriter:
 
 class LedgerWriter(BatchWriter):
     """Writes each batch to the ledger and adds it to the daily rollup (usage_rollups.py).
-    A record already in the ledger (written with its request's charge, books.py) is queued
+
+    A limited key's record comes with its credit hold and charge (`settle=(hold, micros)`,
+    books.py): the batch's settles and their records are written in one transaction, so no
+    charge is ever without its record, and the request's answer never waits on the database
+    (its hold keeps the credit covered until then). A record already in the ledger is queued
     with `written=True`: only its addition to the rollup is left to do."""
 
     what = "ledger records"
@@ -103,20 +112,40 @@ class LedgerWriter(BatchWriter):
         super().__init__(self._write_batch, batch_size, interval_seconds)
         self.store = store
         self._written: set[str] = set()   # ids of queued records already in the ledger
+        self._settles: dict[str, tuple] = {}   # by record id: (hold, charge) still to settle
 
-    def record(self, record, written: bool = False) -> None:
-        if written and not self._closed:
-            self._written.add(record.id)
+    def record(self, record, written: bool = False, settle: tuple | None = None) -> None:
+        if not self._closed:
+            if written:
+                self._written.add(record.id)
+            elif settle is not None:
+                self._settles[record.id] = settle
         super().record(record)
 
+    def settling(self, key_id: str) -> bool:
+        """Whether a hold of this key is queued to be settled."""
+        return any(hold.key_id == key_id for hold, _ in self._settles.values())
+
+    def pending_holds(self) -> list[str]:
+        """The ids of the holds queued to be settled (renewed meanwhile, like running ones)."""
+        return [hold.id for hold, _ in list(self._settles.values())]
+
     async def _write_batch(self, records: list) -> None:
-        """The ledger insert (which ignores records already written), then the rollup in a
-        transaction of its own only once that succeeded, so a retried batch keeps the two
-        equal (write_ledger_batch in usage_rollups.py does the same)."""
-        written = self._written
+        """The settles with their records in one transaction, then the other records (the
+        insert ignores records already written), then the rollup in a transaction of its own
+        only once those succeeded, so a retried batch keeps them equal and settles nothing
+        twice (write_ledger_batch in usage_rollups.py does the same)."""
+        written, settles = self._written, self._settles
+        if settles:
+            mine = [(*settles[r.id], r) for r in records if r.id in settles]
+            if mine:
+                await self.store.settle_many(mine)
+                for *_, r in mine:   # in the ledger now: a retry of this batch skips them
+                    del settles[r.id]
+                    written.add(r.id)
         fresh = [r for r in records if r.id not in written] if written else records
         if fresh:
             await self.store.write_ledger(fresh)
+            written.update(r.id for r in fresh)
         await self.store._execute_many(ADD_TO_ROLLUP, rollup_increments(records))
-        if written:
-            written.difference_update(r.id for r in records)
+        written.difference_update(r.id for r in records)

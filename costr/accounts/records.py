@@ -169,6 +169,9 @@ class Store(Protocol):
         was released), debit `charge_micros` (at most the hold) and write `record` to the
         ledger, so a charge is never without its record."""
 
+    async def settle_many(self, settles: list[tuple[CreditHold, int, LedgerRecord | None]]) -> None:
+        """`settle(hold, charge_micros, record)` for each, all in one transaction."""
+
     async def renew_holds(self, owner: str, hold_ids: list[str], expires_at: float) -> int:
         """Push back the expiry of these holds of `owner`; returns how many were found."""
 

@@ -5,9 +5,12 @@ Reserving adds to `reserved_micros` and inserts the hold in one step; settling d
 gives back what it still held, debits the charge and writes the request's ledger record in one
 step, so a charge never exists without its record, nor a reservation without its hold. A hold
 is released only by whoever deletes its row (its settle, or the release of expired holds), so
-two instances can never both give the same hold back. PostgreSQL does each step in one
-statement (one round trip, as before holds existed); SQLite in one transaction on the store's
-worker thread. docs/accounts.md ("Credit holds") tells the story.
+two instances can never both give the same hold back. Settles come in batches (the ledger
+writer's, ledger.py): a batch is one transaction. PostgreSQL does each step in one statement
+(a reserve is one round trip); SQLite reserves on the event loop's own connection, which is a
+few tens of microseconds of work with no thread hand-off, and only when another writer holds
+the file does it wait for its turn on the store's worker thread. docs/accounts.md ("Credit
+holds") tells the story.
 """
 from __future__ import annotations
 
@@ -58,13 +61,20 @@ def _charge(hold: CreditHold, charge_micros: int) -> int:
     return max(0, min(int(charge_micros), int(hold.micros)))
 
 
+def _in_lock_order(settles: list) -> list:
+    """By key, so two instances settling batches at once lock the keys' rows in the same order
+    and never deadlock."""
+    return sorted(settles, key=lambda item: (item[0].key_id, item[0].id))
+
+
 def _hold_row(hold: CreditHold) -> tuple:
     return (hold.id, hold.key_id, int(hold.micros), hold.owner, float(hold.expires_at))
 
 
 class SQLiteHolds:
-    """The holds on SQLite (mixed into SQLiteStore): each step one transaction, run by
-    `_in_transaction` on the store's worker thread."""
+    """The holds on SQLite (mixed into SQLiteStore): each step one transaction. A reserve runs
+    on the event loop's connection unless the file is busy (`_in_transaction_inline`); the
+    rest on the store's worker thread (`_in_transaction`)."""
 
     async def reserve(self, hold: CreditHold) -> bool:
         micros = int(hold.micros)
@@ -74,20 +84,26 @@ class SQLiteHolds:
                 return False
             conn.execute(INSERT_HOLD, _hold_row(hold))
             return True
-        return await self._in_transaction(step)
+        done, reserved = self._in_transaction_inline(step)
+        return reserved if done else await self._in_transaction(step)
 
     async def settle(self, hold: CreditHold, charge_micros: int,
                      record: LedgerRecord | None = None) -> None:
-        charge = _charge(hold, charge_micros)
-        params = None if record is None else ledger_params(record)
+        await self.settle_many([(hold, charge_micros, record)])
+
+    async def settle_many(self, settles: list[tuple[CreditHold, int, LedgerRecord | None]]) -> None:
+        steps = [(hold, _charge(hold, charge), None if record is None else ledger_params(record))
+                 for hold, charge, record in _in_lock_order(settles)]
 
         def step(conn: sqlite3.Connection) -> None:
-            released = sum(int(row[0]) for row in conn.execute(DROP_HOLD, (hold.id,)).fetchall())
-            if released or charge:
-                conn.execute(DEBIT, (charge, released, released, hold.key_id))
-            if params is not None:
-                conn.execute(INSERT_LEDGER, params)
-        await self._in_transaction(step)
+            for hold, charge, params in steps:
+                released = sum(int(row[0]) for row in conn.execute(DROP_HOLD, (hold.id,)).fetchall())
+                if released or charge:
+                    conn.execute(DEBIT, (charge, released, released, hold.key_id))
+                if params is not None:
+                    conn.execute(INSERT_LEDGER, params)
+        if steps:
+            await self._in_transaction(step)
 
     async def renew_holds(self, owner: str, hold_ids: list[str], expires_at: float) -> int:
         def step(conn: sqlite3.Connection) -> int:
@@ -124,6 +140,14 @@ class PostgresHolds:
             await self._fetch(PG_SETTLE, first)
         else:
             await self._execute(PG_SETTLE_AND_RECORD, (*first, *ledger_params(record)))
+
+    async def settle_many(self, settles: list[tuple[CreditHold, int, LedgerRecord | None]]) -> None:
+        """One transaction; each settle the one statement `settle` sends."""
+        settles = _in_lock_order(settles)
+        with_record = [(h.id, _charge(h, c), h.key_id, *ledger_params(r))
+                       for h, c, r in settles if r is not None]
+        bare = [(h.id, _charge(h, c), h.key_id) for h, c, r in settles if r is None]
+        await self._in_transaction_many([(PG_SETTLE_AND_RECORD, with_record), (PG_SETTLE, bare)])
 
     async def renew_holds(self, owner: str, hold_ids: list[str], expires_at: float) -> int:
         renewed = 0

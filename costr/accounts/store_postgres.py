@@ -87,6 +87,17 @@ class PostgresStore(PostgresHolds, SQLStore):
             async with pool.acquire() as conn, conn.transaction():
                 await conn.executemany(pg(sql), rows)
 
+    async def _in_transaction_many(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        """Each (sql, rows) run for every row, all in one transaction."""
+        if not any(rows for _, rows in statements):
+            return
+        with reachable():
+            pool = await self._get_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                for sql, rows in statements:
+                    if rows:
+                        await conn.executemany(pg(sql), rows)
+
     async def migrate(self) -> None:
         pool = await self._get_pool()
         async with pool.acquire() as conn:

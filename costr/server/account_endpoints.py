@@ -66,6 +66,7 @@ def _key_view(key: ApiKey) -> dict:
 
 async def _credits(gateway, key: ApiKey, request: Request):
     subject = await _subject(gateway, key, request)
+    await gateway.books.ledger.flush()  # the charges of what was just answered are settled
     current = await gateway.books.store.key_by_id_or_prefix(subject)
     view = _key_view(current)
     available = None if current.unlimited else (current.balance_micros - current.reserved_micros) / MICROS
