@@ -28,6 +28,7 @@ from costr.accounts.ledger import LedgerWriter
 from costr.dashboard.app import MOUNT as DASHBOARD, routes as dashboard_routes
 from costr.accounts.limits import open_limiter
 from costr.server.embeddings import answer_embeddings
+from costr.server.fast_lane import CostrApp
 from costr.server.gateway import Gateway, json_response
 from costr.server.access_log import log_access
 from costr.server.metrics import CountedResponseCache, Metrics, metrics_route
@@ -135,6 +136,7 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
     # Which family answers at each path, so errors raised before an endpoint runs (405) come
     # in the shape that family's clients parse.
     family_by_path = {route.path: route.endpoint.family for route in routes}
+    lane = [route for route in routes if "{" not in route.path]   # fixed paths: fast_lane.py
     routes += endpoints.routes(registry)
     if listener is None:
         routes.append(metrics_route(metrics))
@@ -143,9 +145,10 @@ def create_app(*, providers_path: str | Path, policies_dir: str | Path,
     # Every request, refused or answered, is counted, traced and logged when it is over.
     sinks = [metrics.observe, *([tracing.observe] if tracing else []),
              *([log_access] if access_log else [])]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        HTTPException: _http_error, Exception: _unexpected_error},
-        middleware=[Middleware(WatchRequests, sinks=sinks)])
+    app = CostrApp(routes=routes, lane_routes=lane, sinks=sinks, on_error=_unexpected_error,
+                   lifespan=lifespan, exception_handlers={
+                       HTTPException: _http_error, Exception: _unexpected_error},
+                   middleware=[Middleware(WatchRequests, sinks=sinks)])
     app.state.family_by_path = family_by_path
     return app
 
