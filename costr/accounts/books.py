@@ -114,9 +114,8 @@ class Books:
         """Start the record of a request by `key` (authenticated from its headers before its
         body was read)."""
         now = time.time()
-        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
-        entry = Entry(key, LedgerRecord(id=new_request_id(), key_id=key.id, ts=now, day=day,
-                                        family=family))
+        entry = Entry(key, LedgerRecord(id=new_request_id(), key_id=key.id, ts=now,
+                                        day=utc_day(now), family=family))
         self.open_entries[entry.record.id] = entry
         observers.opened(entry)   # the server's metrics, traces and access log hear of it
         return entry
@@ -221,6 +220,18 @@ class Books:
         while self.open_entries and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return len(self.open_entries)
+
+
+_cached_day = [0.0, -1.0, ""]   # the UTC day last asked for: [its start, its end, YYYY-MM-DD]
+
+
+def utc_day(ts: float) -> str:
+    """The UTC date of `ts`, YYYY-MM-DD: formatted once a day, not per request."""
+    if not _cached_day[0] <= ts < _cached_day[1]:
+        start = ts - ts % 86400
+        _cached_day[:] = [start, start + 86400,
+                          datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%d")]
+    return _cached_day[2]
 
 
 def worst_case_micros(model: ModelSpec, prompt_tokens: int, max_tokens: int | None,
