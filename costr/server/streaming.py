@@ -13,12 +13,13 @@ from costr.wire.conversation import (BlockStart, ChatResponse, Frame, MessageEnd
                            ToolArgumentsDelta, ToolCall, Usage)
 
 
-async def with_keepalives(frames: AsyncIterator[Frame], every: float | None):
-    """The frames, with None wherever the upstream stayed quiet for `every` seconds."""
-    if not every:
-        async for frame in frames:
-            yield frame
-        return
+def with_keepalives(frames: AsyncIterator[Frame], every: float | None) -> AsyncIterator:
+    """The frames, with None wherever the upstream stayed quiet for `every` seconds (without
+    `every`, the frames themselves: no layer to pass through)."""
+    return _with_keepalives(frames, every) if every else frames
+
+
+async def _with_keepalives(frames: AsyncIterator[Frame], every: float):
     pending = asyncio.ensure_future(frames.__anext__())
     try:
         while True:
