@@ -6,7 +6,7 @@ import hashlib
 import re
 import struct
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import orjson
 
@@ -125,16 +125,7 @@ def chat_body(answer: Answer, ask: Ask) -> dict:
 
 def chat_stream(answer: Answer, ask: Ask) -> Iterator[bytes]:
     """The SSE chunks of a streamed answer, `data: [DONE]` included."""
-    head = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": ask.model, "system_fingerprint": FINGERPRINT}
-
-    def chunk(delta: dict, finish: str | None = None) -> bytes:
-        payload = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                        "finish_reason": finish}]}
-        if ask.include_usage:  # every chunk says usage: null until the final usage chunk
-            payload["usage"] = None
-        return _sse(payload)
-
+    head, chunk = _chunk_maker(ask)
     if answer.text or not answer.tool_calls:
         yield chunk({"role": "assistant", "content": "", "refusal": None})
         for piece in pieces(answer.text):
@@ -148,10 +139,40 @@ def chat_stream(answer: Answer, ask: Ask) -> Iterator[bytes]:
         yield chunk(opening)
         for piece in pieces(call.arguments_json):
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-    yield chunk({}, "tool_calls" if answer.tool_calls else "stop")
+    yield from _closing(head, chunk, answer, ask)
+
+
+def paced_chat_stream(ask: Ask, tokens: int, word: str) -> list[bytes]:
+    """The SSE chunks of a streamed text answer of `tokens` equal content chunks (`word` each;
+    a 4-character word is one completion token in the usage), `data: [DONE]` included: the
+    role chunk, then the content chunks (one bytes object, repeated), then the closing ones.
+    For slow streams (costr/testing/_fake_pace.py)."""
+    head, chunk = _chunk_maker(ask)
+    answer = Answer(text=word * tokens)
+    return [chunk({"role": "assistant", "content": "", "refusal": None}),
+            *[chunk({"content": word})] * tokens, *_closing(head, chunk, answer, ask)]
+
+
+def _chunk_maker(ask: Ask) -> tuple[dict, Callable[..., bytes]]:
+    """The fields every chunk of one stream shares, and a function making a chunk of it."""
+    head = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": ask.model, "system_fingerprint": FINGERPRINT}
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        payload = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                        "finish_reason": finish}]}
+        if ask.include_usage:  # every chunk says usage: null until the final usage chunk
+            payload["usage"] = None
+        return _sse(payload)
+    return head, chunk
+
+
+def _closing(head: dict, chunk: Callable[..., bytes], answer: Answer, ask: Ask) -> list[bytes]:
+    """The finish chunk, the usage chunk when the client asked for it, and `data: [DONE]`."""
+    closing = [chunk({}, "tool_calls" if answer.tool_calls else "stop")]
     if ask.include_usage:
-        yield _sse({**head, "choices": [], "usage": _usage(ask, answer)})
-    yield DONE
+        closing.append(_sse({**head, "choices": [], "usage": _usage(ask, answer)}))
+    return [*closing, DONE]
 
 
 def error_body(status: int, message: str) -> dict:

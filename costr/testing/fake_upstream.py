@@ -6,8 +6,9 @@ In a test::
         ...  # point a provider at fake.url; inspect fake.requests afterwards
 
 From a shell: `python -m costr.testing.fake_upstream --port 9100 [--script FILE]
-[--delay-ms N] [--fast] [--write-config local.yaml]`; `--write-config` writes a providers file
-pointing at the fake, for `costr serve --providers local.yaml` with no API key at all.
+[--delay-ms N] [--fast] [--token-interval-ms MS --stream-seconds S] [--write-config local.yaml]`;
+`--write-config` writes a providers file pointing at the fake, for `costr serve --providers
+local.yaml` with no API key at all.
 
 Without a script (or once it is used up) the fake calls the first offered tool, summarises
 a tool result as "Done: ...", answers `Reply exactly: X` with X, and anything else with "ok".
@@ -17,7 +18,10 @@ pattern, unpaired calls and results, and (for `gemini-3*` models, which sign the
 calls) a current-turn step whose signature is missing or not its own. `--fast` answers OpenAI
 chat from precomputed bytes, so a benchmark measures the gateway in front of it rather than
 the fake. `POST /_fault {"mode": "hang"|"truncate"|"error"|"ok"}` (or `set_fault`) makes
-its chat answers misbehave on command (costr/testing/_fake_faults.py).
+its chat answers misbehave on command (costr/testing/_fake_faults.py). With
+`--token-interval-ms 50 --stream-seconds 20` every streamed OpenAI chat answer is slow: one
+content chunk every 50 ms for 20 s, then its closing chunks (costr/testing/_fake_pace.py); the
+script is not consulted for those, and everything else is answered as usual.
 """
 from __future__ import annotations
 
@@ -39,10 +43,12 @@ from . import _fake_anthropic as anthropic
 from . import _fake_gemini as gemini
 from . import _fake_openai as openai
 from ._fake_answers import Answer, Ask, Script
+from ._fake_config import DEFAULT_MODELS, PROVIDER_TYPE, providers_yaml, write_gateway_config
 from ._fake_faults import Faults, faulty_answer
+from ._fake_pace import Pace
 
-DEFAULT_MODELS = ["fake-mini", "fake-standard", "fake-large"]
-PROVIDER_TYPE = "openai"   # the provider type a providers.yaml gives the fake (its chat wire)
+__all__ = ["DEFAULT_MODELS", "PROVIDER_TYPE", "FakeUpstream", "Pace", "Received",
+           "load_script", "main", "new_event_loop", "providers_yaml", "write_gateway_config"]
 
 
 class Received(NamedTuple):
@@ -57,7 +63,8 @@ class FakeUpstream:
 
     def __init__(self, port: int = 0, script: list[dict] | str | os.PathLike | None = None, *,
                  host: str = "127.0.0.1", delay_ms: float = 0, fast: bool = False,
-                 models: list[str] | None = None, record: bool = True):
+                 models: list[str] | None = None, record: bool = True,
+                 token_interval_ms: float = 0, stream_seconds: float = 0):
         self.host, self.port = host, port
         self.script = Script(load_script(script))
         self.delay = delay_ms / 1000
@@ -68,6 +75,7 @@ class FakeUpstream:
         self._thread: threading.Thread | None = None
         self._fast_replies = _precomputed_replies()
         self.faults = Faults()   # hang, truncate, error on command (POST /_fault)
+        self.pace = Pace.from_options(token_interval_ms, stream_seconds)  # None: streams at once
 
     @property
     def url(self) -> str:
@@ -166,10 +174,14 @@ class FakeUpstream:
         if refused_calls:
             return _json(refused_calls, 400)
         ask = openai.read_ask(body)
+        if ask.stream and self.pace:
+            return await self._paced_openai_chat(request, ask)
         return await self._answer(request, ask, openai.error_body, openai.chat_body, openai.chat_stream)
 
     async def _fast_openai_chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
+        if body.get("stream") and self.pace:
+            return await self._paced_openai_chat(request, openai.read_ask(body))
         if self.delay:
             await asyncio.sleep(self.delay)
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -181,6 +193,16 @@ class FakeUpstream:
         if chunks is None:
             return web.Response(body=self._fast_replies["body"], content_type="application/json")
         return await _stream(request, chunks)
+
+    async def _paced_openai_chat(self, request: web.Request, ask: Ask) -> web.StreamResponse:
+        """A slow streamed answer: `pace.tokens` content chunks, one per interval."""
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        chunks = openai.paced_chat_stream(ask, self.pace.tokens, Pace.WORD)
+        faulty = await faulty_answer(self.faults, request, openai.error_body, chunks, None)
+        if faulty is not None:
+            return faulty
+        return await _stream(request, chunks, self.pace)
 
     async def _openai_embeddings(self, request: web.Request) -> web.Response:
         body = await self._read(request, openai.error_body)
@@ -276,13 +298,17 @@ def _json(payload, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
 
-async def _stream(request: web.Request, chunks: Iterable[bytes]) -> web.StreamResponse:
+async def _stream(request: web.Request, chunks: Iterable[bytes],
+                  pace: Pace | None = None) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
     try:
-        for chunk in chunks:  # one write per event, as a real upstream sends them
-            await response.write(chunk)
+        if pace is None:
+            for chunk in chunks:  # one write per event, as a real upstream sends them
+                await response.write(chunk)
+        else:
+            await pace.write(response, chunks)
         await response.write_eof()
     except ConnectionError:
         pass  # the client went away mid-stream; nothing to clean up
@@ -298,36 +324,6 @@ def _precomputed_replies() -> dict:
     return {"body": orjson.dumps(openai.chat_body(answer, ask)),
             "usage": list(openai.chat_stream(answer, streamed)),
             "stream": list(openai.chat_stream(answer, plain))}
-
-
-def providers_yaml(upstream_url: str) -> str:
-    """A providers.yaml whose one provider is a fake at `upstream_url` (spoken to in the OpenAI
-    wire format), with a model per tier. Its tiers and default policy are the shipped ones, so
-    the shipped routing_policies/ route it."""
-    tiers = [("budget", 0.10, 0.40), ("standard", 1.00, 4.00), ("premium", 5.00, 20.00)]
-    lines = [f"# The scripted fake upstream at {upstream_url}: no API key needed.",
-             "tiers: [budget, standard, premium]", f"baseline: {DEFAULT_MODELS[-1]}",
-             "routing: {scorer: learned, default_policy: balanced}",
-             "providers:", "  fake:", f"    type: {PROVIDER_TYPE}",
-             f"    base_url: {upstream_url}/v1", "models:"]
-    for model_id, (tier, price_in, price_out) in zip(DEFAULT_MODELS, tiers):
-        lines += [f"  - id: {model_id}", "    provider: fake", f"    tier: {tier}",
-                  f"    price: {{input: {price_in}, output: {price_out}}}",
-                  "    context_window: 128000", "    max_output_tokens: 16384",
-                  "    capabilities: [tools, vision, json_output]"]
-    return "\n".join(lines) + "\n"
-
-
-def write_gateway_config(directory: Path, upstream_url: str) -> tuple[Path, Path]:
-    """Write providers_yaml() as providers.yaml and a routing_policies/ with a balanced policy.
-    Returns both paths, ready for `costr serve --providers ... --policies ...`."""
-    providers = directory / "providers.yaml"
-    providers.write_text(providers_yaml(upstream_url))
-    policies = directory / "routing_policies"
-    policies.mkdir(exist_ok=True)
-    (policies / "balanced.yaml").write_text(
-        "type: thresholds\nthresholds: {standard: 0.35, premium: 0.7}\n")
-    return providers, policies
 
 
 def load_script(script: list[dict] | str | os.PathLike | None) -> list[dict]:
@@ -357,13 +353,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=0, help="latency added to each answer")
     parser.add_argument("--fast", action="store_true",
                         help="answer OpenAI chat from precomputed bytes (for benchmarks)")
+    parser.add_argument("--token-interval-ms", type=float, default=0,
+                        help="stream OpenAI chat answers slowly: one content chunk every MS "
+                             "milliseconds (with --stream-seconds)")
+    parser.add_argument("--stream-seconds", type=float, default=0,
+                        help="how long each slow streamed answer lasts (with --token-interval-ms)")
     parser.add_argument("--write-config", metavar="FILE",
                         help="write a providers file pointing at this fake (a model per tier), "
                              "for `costr serve --providers FILE`; overwrites FILE")
     args = parser.parse_args(argv)
+    try:
+        Pace.from_options(args.token_interval_ms, args.stream_seconds)
+    except ValueError as exc:
+        parser.error(str(exc))
     # Recording every request would grow without bound in a long agent run.
     fake = FakeUpstream(args.port, args.script, host=args.host, delay_ms=args.delay_ms,
-                        fast=args.fast, record=False)
+                        fast=args.fast, record=False, token_interval_ms=args.token_interval_ms,
+                        stream_seconds=args.stream_seconds)
     loop = new_event_loop()
     runner = loop.run_until_complete(fake.open())
     for sig in (signal.SIGINT, signal.SIGTERM):

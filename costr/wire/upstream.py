@@ -86,8 +86,9 @@ class Upstream:
         self.max_answer_bytes = max_answer_bytes
 
     @classmethod
-    async def open(cls, limit: int = 512,
+    async def open(cls, limit: int = 0,
                    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> "Upstream":
+        # limit 0, no cap: a capped pool queues the streams past it behind minutes-long ones.
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                         skip_auto_headers=("User-Agent",), json_serialize=_dumps)
