@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -165,7 +166,26 @@ def _check(config) -> int:
     return 0
 
 
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard limit: each open stream holds two
+    descriptors (its client's connection and its upstream's), so the usual soft limit of
+    1,024 runs out near 500 streams (docs/benchmark.md, "1,000 slow streams")."""
+    try:
+        import resource
+    except ImportError:   # Windows: no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard
+    if hard == resource.RLIM_INFINITY:   # the kernel's own ceiling applies
+        with contextlib.suppress(OSError, ValueError):
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+    if soft != resource.RLIM_INFINITY and ceiling != resource.RLIM_INFINITY and soft < ceiling:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+
+
 def _serve(args, registry, config) -> int:
+    _raise_open_files_limit()
     import uvicorn
 
     from costr.server.app import create_app

@@ -44,7 +44,8 @@ class OpenAIProvider(Provider):
         return restore_in_response(reply.decoded(response_from_wire), TOOL_NAMES.originals(request))
 
     async def stream(self, request: ChatRequest, model: ModelSpec) -> AsyncIterator[Frame]:
-        body = orjson.dumps(request_to_wire(request, model, stream=True))
+        # An exact-size copy: orjson's own output holds at least 4 KB, kept for the stream's life.
+        body = bytes(memoryview(orjson.dumps(request_to_wire(request, model, stream=True))))
         decoder = StreamDecoder()
         names = TOOL_NAMES.originals(request)
         async with self.http.stream(f"{self.base_url}/chat/completions", headers=self._headers(),
