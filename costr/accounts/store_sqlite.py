@@ -69,13 +69,7 @@ class SQLiteStore(SQLiteHolds, SQLStore):
             if _busy(exc):
                 return False, None
             raise
-        try:
-            result = steps(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return True, result
+        return True, _finish_transaction(conn, steps)
 
     def _fetch_now(self, sql: str, params: tuple) -> list[dict]:
         return [dict(row) for row in self._connection().execute(sql, params)]
@@ -90,13 +84,7 @@ class SQLiteStore(SQLiteHolds, SQLStore):
         """`steps(connection)` in one transaction, holding the write lock from its start."""
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = steps(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        return _finish_transaction(conn, steps)
 
     async def _fetch(self, sql: str, params: tuple = ()) -> list[dict]:
         return await self._call(self._fetch_now, sql, params)
@@ -142,6 +130,17 @@ class SQLiteStore(SQLiteHolds, SQLStore):
     async def close(self) -> None:
         await self._call(self._close_now)
         self._worker.shutdown(wait=True)
+
+
+def _finish_transaction(conn: sqlite3.Connection, steps):
+    """Run `steps(conn)` in the transaction just begun: committed, or rolled back if it fails."""
+    try:
+        result = steps(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
