@@ -145,6 +145,20 @@ async def test_a_settle_the_database_failed_is_written_once_it_is_back(store):
     assert (record.status, record.charged_micros, record.cost_micros) == (200, 1_400, 1_400)
 
 
+async def test_requests_reserving_at_once_never_hold_more_than_the_balance(store):
+    """Ten requests reserve at the same moment against a balance covering three: three get
+    their hold, seven are refused, and nothing else is held (on SQLite the ten are taken in
+    one transaction: the reserves of one turn of the event loop go together)."""
+    await store.create_key(make_key(), hash_secret("a"))
+    holds_asked = [CreditHold(f"req-{i}", "k1", 3_000, "instance-a", time.time() + 300)
+                   for i in range(10)]
+    answers = await asyncio.gather(*(store.reserve(hold) for hold in holds_asked))
+    assert sorted(answers) == [False] * 7 + [True] * 3
+    assert await credit(store) == (10_000, 9_000)
+    assert sorted(h[0] for h in await holds(store)) == sorted(
+        hold.id for hold, taken in zip(holds_asked, answers) if taken)
+
+
 async def test_a_hold_taken_as_the_connection_dropped_is_released_once_the_database_is_back(store):
     """The database takes the hold but the connection drops before it says so (the fault
     drill's PostgreSQL restart left credit held): the request fails, and the hold it may have

@@ -14,6 +14,7 @@ holds") tells the story.
 """
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 from costr.accounts.records import CreditHold, LedgerRecord
@@ -61,6 +62,14 @@ def _charge(hold: CreditHold, charge_micros: int) -> int:
     return max(0, min(int(charge_micros), int(hold.micros)))
 
 
+def _reserve_one(conn: sqlite3.Connection, hold: CreditHold) -> bool:
+    micros = int(hold.micros)
+    if conn.execute(RESERVE, (micros, hold.key_id, micros)).rowcount != 1:
+        return False
+    conn.execute(INSERT_HOLD, _hold_row(hold))
+    return True
+
+
 def _in_lock_order(settles: list) -> list:
     """By key, so two instances settling batches at once lock the keys' rows in the same order
     and never deadlock."""
@@ -72,20 +81,53 @@ def _hold_row(hold: CreditHold) -> tuple:
 
 
 class SQLiteHolds:
-    """The holds on SQLite (mixed into SQLiteStore): each step one transaction. A reserve runs
-    on the event loop's connection unless the file is busy (`_in_transaction_inline`); the
-    rest on the store's worker thread (`_in_transaction`)."""
+    """The holds on SQLite (mixed into SQLiteStore): each step one transaction. The reserves
+    asked for in one turn of the event loop are taken together, in one transaction on the event
+    loop's connection unless the file is busy (`_in_transaction_inline`); the rest run on the
+    store's worker thread (`_in_transaction`)."""
+
+    _reserving: list | None = None   # (hold, future) asked for in this turn of the loop
 
     async def reserve(self, hold: CreditHold) -> bool:
-        micros = int(hold.micros)
+        loop = asyncio.get_running_loop()
+        if self._reserving is None:
+            self._reserving = []
+            loop.call_soon(self._reserve_together)
+        answer = loop.create_future()
+        self._reserving.append((hold, answer))
+        return await answer
 
-        def step(conn: sqlite3.Connection) -> bool:
-            if conn.execute(RESERVE, (micros, hold.key_id, micros)).rowcount != 1:
-                return False
-            conn.execute(INSERT_HOLD, _hold_row(hold))
-            return True
-        done, reserved = self._in_transaction_inline(step)
-        return reserved if done else await self._in_transaction(step)
+    def _reserve_together(self) -> None:
+        waiting, self._reserving = self._reserving, None
+
+        def step(conn: sqlite3.Connection) -> list[bool]:
+            return [_reserve_one(conn, hold) for hold, _ in waiting]
+        try:
+            done, reserved = self._in_transaction_inline(step)
+        except Exception as exc:  # noqa: BLE001 - each caller gets the database's failure
+            self._answer(waiting, None, exc)
+            return
+        if done:
+            self._answer(waiting, reserved)
+            return
+
+        async def when_free() -> None:   # another writer holds the file: wait on the thread
+            try:
+                self._answer(waiting, await self._in_transaction(step))
+            except Exception as exc:  # noqa: BLE001
+                self._answer(waiting, None, exc)
+        asyncio.get_running_loop().create_task(when_free())
+
+    def _answer(self, waiting: list, reserved: list[bool] | None,
+                failure: Exception | None = None) -> None:
+        for i, (hold, answer) in enumerate(waiting):
+            if answer.cancelled():   # its request is gone: give back what was taken for it
+                if reserved and reserved[i]:
+                    asyncio.get_running_loop().create_task(self.settle_many([(hold, 0, None)]))
+            elif failure is not None:
+                answer.set_exception(failure)
+            else:
+                answer.set_result(reserved[i])
 
     async def settle(self, hold: CreditHold, charge_micros: int,
                      record: LedgerRecord | None = None) -> None:
