@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import orjson
 
@@ -157,7 +157,7 @@ def dump_answer(answer: ChatResponse, served_by: str) -> bytes:
                           "redacted_data": part.redacted_data})
     return orjson.dumps({"v": 1, "served_by": served_by, "id": answer.id, "model": answer.model, "content": parts,
                          "stop_reason": answer.stop_reason, "stop_sequence": answer.stop_sequence,
-                         "usage": asdict(answer.usage), "created": answer.created,
+                         "usage": answer.usage, "created": answer.created,
                          "raw": answer.raw, "raw_format": answer.raw_format})
 
 
