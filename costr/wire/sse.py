@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import orjson
 
@@ -15,36 +14,74 @@ class SSEvent:
     data: str
 
 
-async def read_events(lines: AsyncIterator[bytes],
-                      max_event_bytes: int | None = None) -> AsyncIterator[SSEvent]:
-    """Parse an SSE byte-line stream into events (one per blank-line-terminated record). An
-    event whose data lines add up to more than `max_event_bytes` is a retryable UpstreamError
-    (a single line is capped by whoever reads the lines: costr.wire.capped_reads)."""
-    event: str | None = None
-    data: list[str] = []
-    size = 0
-    async for raw in lines:
+class SSEParser:
+    """Server-sent events (one per blank-line-terminated record), parsed from the body's chunks
+    as they arrive, with no generator per line: `feed(chunk)` returns the events the chunk
+    completes, `close()` those the end of the body completes. A line longer than `max_line_bytes`
+    or an event whose data lines add up to more than `max_event_bytes` is `answer_too_large`
+    (a retryable UpstreamError); pieces of a long line are kept until its end and joined once."""
+
+    __slots__ = ("max_line", "max_event", "host", "_pending", "_pending_size", "_event", "_data",
+                 "_size")
+
+    def __init__(self, max_line_bytes: int, max_event_bytes: int | None = None, host: str = ""):
+        self.max_line, self.max_event, self.host = max_line_bytes, max_event_bytes, host
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> list[SSEvent]:
+        events: list[SSEvent] = []
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            piece = chunk[start:end + 1]
+            if self._pending_size + len(piece) > self.max_line:
+                raise answer_too_large(self.max_line, "a stream line", self.host)
+            if self._pending:
+                self._pending.append(piece)
+                piece = b"".join(self._pending)
+                self._pending, self._pending_size = [], 0
+            self._line(piece, events)
+            start = end + 1
+        if start < len(chunk):
+            self._pending.append(chunk[start:])
+            self._pending_size += len(chunk) - start
+            if self._pending_size > self.max_line:
+                raise answer_too_large(self.max_line, "a stream line", self.host)
+        return events
+
+    def close(self) -> list[SSEvent]:
+        events: list[SSEvent] = []
+        if self._pending:
+            self._line(b"".join(self._pending), events)
+            self._pending = []
+        if self._data:
+            events.append(SSEvent(self._event, "\n".join(self._data)))
+            self._data = []
+        return events
+
+    def _line(self, raw: bytes, events: list[SSEvent]) -> None:
         # Bytes that are not UTF-8 are the JSON decoder's to refuse, not a crash here.
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
-            if data:
-                yield SSEvent(event, "\n".join(data))
-            event, data, size = None, [], 0
-            continue
+            if self._data:
+                events.append(SSEvent(self._event, "\n".join(self._data)))
+            self._event, self._data, self._size = None, [], 0
+            return
         if line.startswith(":"):
-            continue
+            return
         name, _, value = line.partition(":")
         if value.startswith(" "):
             value = value[1:]
         if name == "data":
-            size += len(raw)
-            if max_event_bytes is not None and size > max_event_bytes:
-                raise answer_too_large(max_event_bytes, "a stream event")
-            data.append(value)
+            self._size += len(raw)
+            if self.max_event is not None and self._size > self.max_event:
+                raise answer_too_large(self.max_event, "a stream event")
+            self._data.append(value)
         elif name == "event":
-            event = value
-    if data:
-        yield SSEvent(event, "\n".join(data))
+            self._event = value
 
 
 def data_line(payload) -> bytes:

@@ -21,7 +21,7 @@ import orjson
 from costr.errors import UpstreamError, UpstreamTimeout
 from costr.wire.capped_reads import (DEFAULT_MAX_ANSWER_BYTES, capped_lines, read_capped,
                                      read_error_body)
-from costr.wire.sse import read_events
+from costr.wire.sse import SSEParser
 
 log = logging.getLogger("costr.upstream")
 T = TypeVar("T")
@@ -135,9 +135,10 @@ class Upstream:
                 reply = Reply(resp.status, dict(resp.headers), await read_error_body(resp))
                 raise error_from_reply(reply, url, secret)
             cap = self.max_answer_bytes
-            lines = capped_lines(resp.content, cap, _host(url))
-            items = read_events(lines, cap) if framing == "sse" else _lines(lines)
-            yield _guarded(items, url)
+            if framing == "sse":
+                yield _events(resp.content, SSEParser(cap, cap, _host(url)), url)
+            else:
+                yield _guarded(_lines(capped_lines(resp.content, cap, _host(url))), url)
         finally:
             await ctx.__aexit__(None, None, None)
 
@@ -147,6 +148,22 @@ async def _lines(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         line = line.strip()
         if line:
             yield line
+
+
+async def _events(content, parser: SSEParser, url: str) -> AsyncIterator:
+    """The answer's server-sent events as its chunks arrive: one generator between the socket
+    and the provider, not one per line and one per event (what a streamed token costs is
+    mostly these hops)."""
+    try:
+        async for chunk in content.iter_any():
+            for event in parser.feed(chunk):
+                yield event
+        for event in parser.close():
+            yield event
+    except asyncio.TimeoutError:
+        raise UpstreamTimeout(f"the upstream at {_host(url)} went quiet mid-answer") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"the upstream at {_host(url)} broke off: {_describe(exc)}") from None
 
 
 async def _guarded(events: AsyncIterator, url: str) -> AsyncIterator:
