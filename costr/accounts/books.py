@@ -108,7 +108,7 @@ class Books:
         # lost the connection before saying so), oldest first: released once it is back
         # (credit_holds.py retries them); past MAX_UNSETTLED the oldest is dropped, and its hold
         # expires and is released instead.
-        self.unsettled: deque[tuple[CreditHold, LedgerRecord | None]] = deque(maxlen=MAX_UNSETTLED)
+        self.unsettled: deque[CreditHold] = deque(maxlen=MAX_UNSETTLED)
 
     def open(self, family: str, key: ApiKey) -> Entry:
         """Start the record of a request by `key` (authenticated from its headers before its
@@ -146,7 +146,7 @@ class Books:
         except Exception:
             # The database may have taken the hold and lost the connection before saying so:
             # release it (if it exists) once the database answers again, nothing charged.
-            self.unsettled.append((hold, None))
+            self.unsettled.append(hold)
             raise
         if not reserved:
             raise InsufficientCredits(
@@ -181,7 +181,7 @@ class Books:
         r.status, r.error = status, error
         r.fallbacks = entry.fallbacks()
         r.charged_micros = min(cost, entry.held_micros) if charge else 0
-        await self._finish(entry, r.charged_micros)
+        self._finish(entry, r.charged_micros)
         if entry.key.tpm is not None:
             await self.limiter.add_tokens(entry.key.id, usage.input_tokens + usage.output_tokens)
 
@@ -197,11 +197,11 @@ class Books:
         entry.record.input_tokens = 0
         if isinstance(err, UpstreamError) and err.upstream_status:
             entry.record.upstream_status = err.upstream_status
-        await self._finish(entry, 0)
+        self._finish(entry, 0)
 
-    async def _finish(self, entry: Entry, charge_micros: int) -> None:
-        """Close the entry and queue its record, with the settle of its hold if it has one.
-        Nothing here waits, so a request cancelled now is on the books all the same."""
+    def _finish(self, entry: Entry, charge_micros: int) -> None:
+        """Close the entry and queue its record, with the settle of its hold if it has one:
+        nothing here waits, so a request cancelled as it ends is on the books all the same."""
         entry.settled = True
         entry.record.latency_ms = round((time.monotonic() - entry.started) * 1000, 2)
         self.open_entries.pop(entry.record.id, None)

@@ -74,25 +74,22 @@ class HoldKeeper:
         return holds, micros
 
     async def settle_what_failed(self) -> int:
-        """Release the holds reserves the database failed may have left (and write the record,
-        charged nothing, of any settle queued here), oldest first, until one fails again;
-        returns how many went through."""
+        """Release the holds that reserves the database failed may have left, oldest first,
+        until the database fails again; returns how many went through."""
         books, done = self.books, 0
         while books.unsettled:
-            item = hold, record = books.unsettled[0]   # left in place until the database takes it
+            hold = books.unsettled[0]   # left in place until the database takes it
             try:
-                await books.store.settle(hold, 0, record)
+                await books.store.settle(hold, 0)
             except Exception:  # noqa: BLE001 - still away: the next round tries again
                 log.debug("the database still fails settles", exc_info=True)
                 break
-            if books.unsettled and books.unsettled[0] is item:   # (not dropped meanwhile, when full)
+            if books.unsettled and books.unsettled[0] is hold:   # (not dropped meanwhile, when full)
                 books.unsettled.popleft()
-            if record is not None:   # None: a reserve whose outcome was unknown, now released
-                books.ledger.record(record, written=True)   # the rollup is left to do
             done += 1
         if done:
-            log.warning("settled %d request(s) whose settle the database had failed: their "
-                        "holds are released, nothing charged", done)
+            log.warning("released %d credit hold(s) that reserves cut off by the database may "
+                        "have left; nothing charged", done)
         return done
 
     async def _run(self) -> None:

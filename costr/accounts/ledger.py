@@ -103,23 +103,19 @@ class LedgerWriter(BatchWriter):
     A limited key's record comes with its credit hold and charge (`settle=(hold, micros)`,
     books.py): the batch's settles and their records are written in one transaction, so no
     charge is ever without its record, and the request's answer never waits on the database
-    (its hold keeps the credit covered until then). A record already in the ledger is queued
-    with `written=True`: only its addition to the rollup is left to do."""
+    (its hold keeps the credit covered until then)."""
 
     what = "ledger records"
 
     def __init__(self, store: Store, batch_size: int = 500, interval_seconds: float = 0.2):
         super().__init__(self._write_batch, batch_size, interval_seconds)
         self.store = store
-        self._written: set[str] = set()   # ids of queued records already in the ledger
+        self._written: set[str] = set()   # ids of queued records already in the ledger (a retry)
         self._settles: dict[str, tuple] = {}   # by record id: (hold, charge) still to settle
 
-    def record(self, record, written: bool = False, settle: tuple | None = None) -> None:
-        if not self._closed:
-            if written:
-                self._written.add(record.id)
-            elif settle is not None:
-                self._settles[record.id] = settle
+    def record(self, record, settle: tuple | None = None) -> None:
+        if settle is not None and not self._closed:
+            self._settles[record.id] = settle
         super().record(record)
 
     def settling(self, key_id: str) -> bool:

@@ -82,10 +82,7 @@ class PostgresStore(PostgresHolds, SQLStore):
         return int(count) if count.isdigit() else 0
 
     async def _execute_many(self, sql: str, rows: list[tuple]) -> None:
-        with reachable():
-            pool = await self._get_pool()
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.executemany(pg(sql), rows)
+        await self._in_transaction_many([(sql, rows)])
 
     async def _in_transaction_many(self, statements: list[tuple[str, list[tuple]]]) -> None:
         """Each (sql, rows) run for every row, all in one transaction."""

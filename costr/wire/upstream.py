@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -154,22 +154,25 @@ async def _events(content, parser: SSEParser, url: str) -> AsyncIterator:
     """The answer's server-sent events as its chunks arrive: one generator between the socket
     and the provider, not one per line and one per event (what a streamed token costs is
     mostly these hops)."""
-    try:
+    with _mid_answer(url):
         async for chunk in content.iter_any():
             for event in parser.feed(chunk):
                 yield event
         for event in parser.close():
             yield event
-    except asyncio.TimeoutError:
-        raise UpstreamTimeout(f"the upstream at {_host(url)} went quiet mid-answer") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"the upstream at {_host(url)} broke off: {_describe(exc)}") from None
 
 
 async def _guarded(events: AsyncIterator, url: str) -> AsyncIterator:
-    try:
+    with _mid_answer(url):
         async for event in events:
             yield event
+
+
+@contextmanager
+def _mid_answer(url: str):
+    """A stream that times out or breaks off as a Costr error naming its upstream's host."""
+    try:
+        yield
     except asyncio.TimeoutError:
         raise UpstreamTimeout(f"the upstream at {_host(url)} went quiet mid-answer") from None
     except aiohttp.ClientError as exc:
