@@ -26,7 +26,8 @@ from pathlib import Path
 from costr.benchmark.asgi_candidates import BY_SERVER, SERVERS, Server, granian_installed, running
 from costr.benchmark.asgi_sigterm import check_sigterm, markdown_rows
 from costr.benchmark.measure import Target, measure_path
-from costr.benchmark.run import BenchmarkError, Figures
+from costr.benchmark.processes import attempt
+from costr.benchmark.run import Figures
 from costr.benchmark.servers import create_key, start_fake
 from costr.testing.bench_requests import BY_NAME as BY_PATH
 
@@ -141,19 +142,15 @@ def main(argv: list[str] | None = None) -> int:
               "requests": args.requests, "concurrent_requests": args.requests * LOAD_FACTOR,
               "concurrency": args.concurrency, "rounds": args.rounds,
               "granian_installed": granian_installed()}
-    try:
+    def measure() -> tuple[dict, dict]:
         with tempfile.TemporaryDirectory(prefix="costr-servers-") as tmp:
             results = measure_servers(Path(tmp), servers, args.requests, args.concurrency,
-                                       args.rounds)
-            sigterm = {}
-            if args.sigterm:
-                sigterm = check_sigterm(Path(tmp), servers)
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("benchmark interrupted", file=sys.stderr)
-        return 130
+                                      args.rounds)
+            return results, check_sigterm(Path(tmp), servers) if args.sigterm else {}
+    status, measured = attempt(measure)
+    if status:
+        return status
+    results, sigterm = measured
     if args.json:
         report["servers"] = {name: {"command": BY_SERVER[name].command, "paths": {
             path: {str(clients): asdict(f) for clients, f in by_clients.items()}

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
+from costr.benchmark.processes import attempt
 from costr.benchmark.run import BenchmarkError, Child, cpu_seconds, free_port, percentile
 from costr.benchmark.servers import child_environment, create_key, start_gateway
 from costr.testing.fake_upstream import Pace
@@ -364,11 +365,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        report = run(args)
-    except BenchmarkError as exc:
-        print(f"many-streams drill failed: {exc}", file=sys.stderr)
-        return 1
+    status, report = attempt(lambda: run(args), "many-streams drill")
+    if status:
+        return status
     print(json.dumps(report, indent=2) if args.json else markdown(report))
     return 0 if report["completed"] == report["streams"] else 1
 

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,6 +16,19 @@ READY_TIMEOUT = 30.0
 
 class BenchmarkError(Exception):
     pass
+
+
+def attempt(work, what: str = "benchmark"):
+    """`(0, work())`; or, when it fails with a BenchmarkError or is interrupted (Ctrl-C,
+    SIGTERM), `(1 or 130, None)` with one line on stderr saying so."""
+    try:
+        return 0, work()
+    except BenchmarkError as exc:
+        print(f"{what} failed: {exc}", file=sys.stderr)
+        return 1, None
+    except KeyboardInterrupt:
+        print(f"{what} interrupted", file=sys.stderr)
+        return 130, None
 
 
 class Child:

@@ -28,7 +28,7 @@ from pathlib import Path
 from costr.benchmark.measure import Figures, Target, measure_path, percentile, run_concurrently
 from costr.benchmark.peers import (PEER_PATHS, PEER_SHARE, PEERS, find_litellm, start_litellm,
                                    start_relay)
-from costr.benchmark.processes import BenchmarkError, Child, cpu_seconds, free_port
+from costr.benchmark.processes import BenchmarkError, Child, attempt, cpu_seconds, free_port
 from costr.benchmark.report import Results, as_json, markdown
 from costr.benchmark.servers import create_key, postgres_scratch, start_fake, start_gateway
 from costr.testing.bench_requests import BY_NAME, PATHS, RequestPath
@@ -86,15 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                       concurrency=args.concurrency, warmup=min(WARMUP, args.requests),
                       date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                       command=shlex.join(["costr", "bench", *argv]))
-    try:
+    def measure() -> None:
         with _sigterm_interrupts(), tempfile.TemporaryDirectory(prefix="costr-bench-") as tmp:
             Benchmark(Path(tmp), args, results).run()
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("benchmark interrupted", file=sys.stderr)
-        return 130
+    status, _ = attempt(measure)
+    if status:
+        return status
     print(json.dumps(as_json(results), indent=2) if args.json else markdown(results))
     return 0
 
