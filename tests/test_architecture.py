@@ -119,7 +119,7 @@ def test_costr_plugins_lists_what_each_built_in_registers_and_where_from():
         assert plugins[name][0] == f"costr {version}", (name, plugins[name])
     registered = {name: plugins[name][1] for name in BUILT_INS}
     assert registered["openai"]["provider type"] == ["openai"]
-    assert registered["openai"]["API format"] == ["openai-chat"]
+    assert registered["openai"]["API format"] == ["openai-chat", "openai-responses"]
     assert registered["anthropic"]["provider type"] == ["anthropic"]
     assert registered["anthropic"]["API format"] == ["anthropic-messages"]
     assert registered["gemini"]["provider type"] == ["gemini"]

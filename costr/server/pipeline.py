@@ -58,7 +58,7 @@ async def answer_chat(gateway: Gateway, fmt: ApiFormat, body: bytes, headers,
         usage = response.usage = settled_usage(response.usage, route.prompt_tokens, response)
         facts = routing_facts(live, route, model, usage)
         await finish(gateway, live, request, route, entry, model, usage, facts, plan, response)
-        return json_response(fmt.encode_response(response, facts),
+        return json_response(fmt.encode_response(response, facts, request),
                              headers={**facts.headers(), **entry.headers})
     except CostrError as err:
         gateway.cache.abandon(plan)
@@ -85,7 +85,7 @@ async def answer_from_cache(gateway: Gateway, live: LiveConfig, fmt: ApiFormat,
     await finish(gateway, live, request, route, entry, model, answer.usage, facts, free=not charge)
     headers = {**facts.headers(), **entry.headers}
     if not request.stream:
-        return json_response(fmt.encode_response(answer, facts), headers=headers)
+        return json_response(fmt.encode_response(answer, facts, request), headers=headers)
     encoder = fmt.stream_encoder(request)
 
     async def replay() -> AsyncIterator[bytes]:

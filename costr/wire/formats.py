@@ -106,7 +106,10 @@ class ApiFormat(Protocol):
         """Parse and validate a request body; raise costr.errors.InvalidRequest naming the field.
         `headers` are the client's; a format may keep some in `forward_headers` for passthrough."""
 
-    def encode_response(self, response: ChatResponse, facts: RoutingFacts) -> dict: ...
+    def encode_response(self, response: ChatResponse, facts: RoutingFacts,
+                        request: ChatRequest) -> dict:
+        """The answer to `request` in this format (a format that remembers conversations, such
+        as the Responses API's, keeps it here)."""
 
     def stream_encoder(self, request: ChatRequest) -> StreamEncoder: ...
 

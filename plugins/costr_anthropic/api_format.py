@@ -25,7 +25,8 @@ class AnthropicMessagesFormat:
         """Token counting takes a Messages request without `max_tokens`."""
         return client_request.decode_request(body, headers, require_max_tokens=False)
 
-    def encode_response(self, response: ChatResponse, facts: RoutingFacts) -> dict:
+    def encode_response(self, response: ChatResponse, facts: RoutingFacts,
+                        request: ChatRequest | None = None) -> dict:
         return client_response.encode_response(response, facts)
 
     def stream_encoder(self, request: ChatRequest) -> StreamEncoder:

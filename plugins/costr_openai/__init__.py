@@ -1,8 +1,10 @@
-"""OpenAI Chat Completions: the `openai` provider type and the client-facing format."""
+"""OpenAI: the `openai` provider type (Chat Completions) and two client-facing formats, Chat
+Completions and the Responses API."""
 from costr import hookimpl
 
 from .api_format import OpenAIChatFormat
 from .provider import OpenAIProvider
+from .responses_format import OpenAIResponsesFormat
 
 
 @hookimpl
@@ -13,3 +15,4 @@ def register_provider_types(register):
 @hookimpl
 def register_api_formats(register):
     register(OpenAIChatFormat())
+    register(OpenAIResponsesFormat())

@@ -21,7 +21,8 @@ class OpenAIChatFormat:
     def decode_request(self, body: bytes, headers=None) -> ChatRequest:
         return chat_request.decode_request(body, headers)
 
-    def encode_response(self, response: ChatResponse, facts: RoutingFacts) -> dict:
+    def encode_response(self, response: ChatResponse, facts: RoutingFacts,
+                        request: ChatRequest | None = None) -> dict:
         return chat_response.encode_response(response, facts)
 
     def stream_encoder(self, request: ChatRequest) -> StreamEncoder:
@@ -47,7 +48,7 @@ class OpenAIChatFormat:
     def recognises(self, body: dict, headers) -> bool:
         """Only this family's vocabulary: no other family's version header or top-level system
         prompt, and every content part of a type Chat Completions has."""
-        if "anthropic-version" in headers or "system" in body:
+        if "anthropic-version" in headers or "system" in body or "messages" not in body:
             return False
         return all(isinstance(part, dict) and part.get("type") in CONTENT_PART_TYPES
                    for message in body.get("messages") or [] if isinstance(message, dict)
