@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "agents")]
 
 from client import report  # noqa: E402
-from run_agents import (AGENTS, FINAL, KEY, PROMPT, ToolThenAnswer, agent_env, costr_serve,  # noqa: E402
+from run_agents import (AGENTS, FINAL, KEY, ToolThenAnswer, agent_env, costr_serve,  # noqa: E402
                         judge, run_agent, tail)
 
 from costr.testing.fake_upstream import FakeUpstream  # noqa: E402
