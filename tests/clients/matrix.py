@@ -4,7 +4,7 @@
                                              [--upstream TYPE] [--cache DIR] [--keep]
                                              [--json FILE] [--list]
 
-Each client (catalog_js.py, catalog_python.py, catalog_agents.py) is installed into the
+Each client (catalog_shell.py, catalog_js.py, catalog_python.py, catalog_agents.py) is installed into the
 clients' cache folder outside the repository (installs.py: ~/.cache/costr-clients, or
 $COSTR_CLIENTS_CACHE, or --cache), pinned, once; then, for each upstream wire type it is run
 against, a `costr serve` in front of the scripted fake upstream of that type is started (one
@@ -34,10 +34,12 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "agents")]
 import catalog_agents  # noqa: E402
 import catalog_js  # noqa: E402
 import catalog_python  # noqa: E402
+import catalog_shell  # noqa: E402
 from client import Client, Run, Unavailable  # noqa: E402
 from installs import cache_dir  # noqa: E402
 
-CLIENTS: list[Client] = [*catalog_js.CLIENTS, *catalog_python.CLIENTS, *catalog_agents.CLIENTS]
+CLIENTS: list[Client] = [*catalog_shell.CLIENTS, *catalog_js.CLIENTS, *catalog_python.CLIENTS,
+                         *catalog_agents.CLIENTS]
 GROUPS = ("quick", "all")
 # A client's own configuration must come from its script, never from the caller's shell.
 FOREIGN_ENV = ("OPENAI_", "ANTHROPIC_", "CLAUDE_", "OPENCLAW_", "HERMES_", "GEMINI_", "GOOGLE_",

@@ -15,20 +15,17 @@ routing     Costr's ledger (GET /v1/requests) has the session's requests routed,
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "agents")]
 
-from client import report  # noqa: E402
+from ledger import Cases  # noqa: E402
 from recording import tool_results  # noqa: E402
 from run_agents import AGENTS, FINAL, KEY, PROMPT, ToolThenAnswer, agent_env, costr_serve  # noqa: E402
 
@@ -96,13 +93,6 @@ def seed_environment(base_url: str, home: Path) -> dict:
     return env
 
 
-def routed_requests(base_url: str) -> list[dict]:
-    request = urllib.request.Request(f"{base_url}/v1/requests?limit=100",
-                                     headers={"Authorization": f"Bearer {KEY}"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.load(answer)["data"]
-
-
 def turn(pane: Pane, fake: FakeUpstream, script: ToolThenAnswer, secret: str) -> str:
     """The first-run screens, then one prompt; returns the case's detail, or raises."""
     pane.wait_for(READY, 90, answer_screens=True)
@@ -131,11 +121,12 @@ def model_menu(pane: Pane) -> tuple[bool, str]:
 
 
 def main() -> int:
+    cases = Cases(f"costr-claude-tmux-{UPSTREAM}-")
     if not CLAUDE.exists():
         for case in ("turn", "model-menu", "routing"):
-            report(case, False, f"Claude Code is not installed at {CLAUDE}")
+            cases.report(case, False, f"Claude Code is not installed at {CLAUDE}")
         return 1
-    tmp = Path(tempfile.mkdtemp(prefix=f"costr-claude-tmux-{UPSTREAM}-"))
+    tmp = cases.folder
     home, work = tmp / "home", tmp / "work"
     home.mkdir()
     work.mkdir()
@@ -146,20 +137,17 @@ def main() -> int:
         pane = Pane(f"{CLAUDE} --setting-sources local", work, seed_environment(base_url, home))
         try:
             try:
-                report("turn", True, turn(pane, fake, script, secret))
+                cases.report("turn", True, turn(pane, fake, script, secret))
             except (TimeoutError, RuntimeError) as exc:
-                report("turn", False, str(exc))
+                cases.report("turn", False, str(exc))
             try:
-                report("model-menu", *model_menu(pane))
+                cases.report("model-menu", *model_menu(pane))
             except TimeoutError as exc:
-                report("model-menu", False, str(exc))
+                cases.report("model-menu", False, str(exc))
         finally:
             pane.close()
-        records = [r for r in routed_requests(base_url) if r["status"] == 200]
-        routed = sorted({f"{r['routed_model']} ({r['tier']})" for r in records if r["tier"]})
-        report("routing", bool(records) and all(r["routed_model"] and r["tier"] for r in records),
-               f"{len(records)} answered requests in Costr's ledger, routed to {', '.join(routed)}")
-    return 0
+        cases.routing(base_url, KEY)
+    return cases.finish()
 
 
 if __name__ == "__main__":

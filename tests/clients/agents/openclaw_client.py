@@ -16,19 +16,16 @@ and `costr serve`, and needs OpenClaw installed with Node 24 in the clients' cac
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
 import sys
-import tempfile
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "agents")]
 
-from client import report  # noqa: E402
+from ledger import Cases  # noqa: E402
 from run_agents import (AGENTS, FINAL, KEY, ToolThenAnswer, agent_env, costr_serve,  # noqa: E402
                         judge, run_agent, tail)
 
@@ -112,40 +109,30 @@ def turn(fake: FakeUpstream, home: Path, work: Path) -> str:
     return f"ran its read tool on notes.txt; the secret reached the upstream; printed {FINAL[:30]!r}..."
 
 
-def routed_requests(base_url: str) -> list[dict]:
-    request = urllib.request.Request(f"{base_url}/v1/requests?limit=100",
-                                     headers={"Authorization": f"Bearer {KEY}"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.load(answer)["data"]
-
-
 def main() -> int:
+    cases = Cases(f"costr-openclaw-{UPSTREAM}-")
     if not OPENCLAW.exists():
         for case in ("config-cli", "turn-cli", "config-connect", "turn-connect", "routing"):
-            report(case, False, f"OpenClaw is not installed at {OPENCLAW}")
+            cases.report(case, False, f"OpenClaw is not installed at {OPENCLAW}")
         return 1
-    tmp = Path(tempfile.mkdtemp(prefix=f"costr-openclaw-{UPSTREAM}-"))
+    tmp = cases.folder
     with FakeUpstream() as fake, costr_serve(tmp, UPSTREAM, fake.url) as base_url:
         for how in ("cli", "connect"):
             home, work = tmp / f"home-{how}", tmp / f"work-{how}"
             home.mkdir()
             work.mkdir()
             try:
-                configure(how, base_url, home, work)
-                report(f"config-{how}", True, "openclaw models status shows costrouter/auto")
+                cases.report(f"config-{how}", True, configure(how, base_url, home, work))
             except Exception as exc:  # the case's failure, reported
-                report(f"config-{how}", False, str(exc))
-                report(f"turn-{how}", False, "not run: OpenClaw is not configured")
+                cases.report(f"config-{how}", False, str(exc))
+                cases.report(f"turn-{how}", False, "not run: OpenClaw is not configured")
                 continue
             try:
-                report(f"turn-{how}", True, turn(fake, home, work))
+                cases.report(f"turn-{how}", True, turn(fake, home, work))
             except Exception as exc:
-                report(f"turn-{how}", False, str(exc))
-        records = [r for r in routed_requests(base_url) if r["status"] == 200]
-        routed = sorted({f"{r['routed_model']} ({r['tier']})" for r in records if r["tier"]})
-        report("routing", bool(records) and all(r["routed_model"] and r["tier"] for r in records),
-               f"{len(records)} answered requests in Costr's ledger, routed to {', '.join(routed)}")
-    return 0
+                cases.report(f"turn-{how}", False, str(exc))
+        cases.routing(base_url, KEY)
+    return cases.finish()
 
 
 if __name__ == "__main__":
