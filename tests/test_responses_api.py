@@ -2,6 +2,8 @@
 running Costr: what the OpenAI Agents SDK and the Vercel AI SDK's `openai(...)` models call."""
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -107,6 +109,19 @@ def test_a_streamed_answer_follows_the_responses_event_sequence(client):
     assert ROUTING <= set(events[-1].response.model_extra["x_routing"])
 
 
+def test_on_the_wire_each_event_is_named_and_there_is_no_done_line(local_gateway):
+    body = {"model": "auto", "input": "Reply exactly: one two", "stream": True}
+    with httpx.stream("POST", f"{local_gateway}/v1/responses", json=body, headers=AUTH,
+                      timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-costr-routed-model"] == "local-mini"
+        blocks = response.read().decode().strip().split("\n\n")
+    for block in blocks:
+        name, data = block.split("\n")
+        assert name == f"event: {json.loads(data.removeprefix('data: '))['type']}"
+    assert blocks[-1].startswith("event: response.completed") and "[DONE]" not in blocks[-1]
+
+
 def test_a_streamed_tool_call_then_its_result_by_previous_response_id(client):
     with client.responses.stream(model="auto", input="Weather in Lima?", tools=[WEATHER]) as stream:
         kinds = [event.type for event in stream]
@@ -121,6 +136,23 @@ def test_a_streamed_tool_call_then_its_result_by_previous_response_id(client):
                                          "output": "fog"}]) as stream:
         second = stream.get_final_response()
     assert second.output_text == "Done: fog"
+
+
+def test_a_stream_the_upstream_cuts_ends_in_error_then_response_failed(client, fake_upstream):
+    fake_upstream.set_fault("truncate", count=1)
+    with client.responses.stream(model="auto", input="Reply exactly: a b c d e f") as stream:
+        events = list(stream)
+        with pytest.raises(RuntimeError, match="response.completed"):
+            stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-2:] == ["error", "response.failed"]
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.message == events[-2].message
+    assert failed.id == events[0].response.id
+    with pytest.raises(openai.BadRequestError) as err:   # a failed answer is not kept
+        client.responses.create(model="auto", input="go on", previous_response_id=failed.id)
+    assert err.value.body["code"] == "previous_response_not_found"
 
 
 def test_max_output_tokens_bounds_the_upstream_answer(client, fake_upstream):

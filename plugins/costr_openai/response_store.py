@@ -4,8 +4,9 @@
 Kept in this instance's memory only: each answered response's whole conversation (the
 messages it was asked, its own answer appended; not its `instructions`, which OpenAI does not
 carry over either) and its output items by id, for `KEEP_SECONDS` after the answer, at most
-`MAX_RESPONSES` responses (the least recently used go first). Nothing is kept for a request
-with `store: false`. After a restart, on another instance behind a load balancer, or once
+`MAX_RESPONSES` responses and `MAX_ITEMS` items (the least recently used go first). Nothing is
+kept for a request with `store: false`, nor for an answer that failed or whose stream the
+client left before its end. After a restart, on another instance behind a load balancer, or once
 expired, a reference is refused with OpenAI's `previous_response_not_found` (400), never
 silently answered without its history.
 """

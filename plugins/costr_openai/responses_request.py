@@ -21,6 +21,7 @@ from .response_store import ResponseStore
 
 FORMAT = "openai-responses"
 TEXT_PARTS = {"input_text", "output_text", "text", "summary_text", "reasoning_text"}
+IMAGE_DETAILS = ("auto", "low", "high", "original")
 
 
 class _Body(BaseModel):
@@ -144,7 +145,11 @@ def _add_item(messages: list[Message], item: dict, where: str) -> None:
         else:
             messages.append(Message("user", [result]))
     elif kind == "reasoning":
-        text = "".join(part.get("text", "") for part in item.get("summary") or []
+        summary = item.get("summary") or []
+        if not isinstance(summary, list):
+            raise InvalidRequest(f"Invalid type for '{where}.summary': expected an array.",
+                                 param=f"{where}.summary", code="invalid_value")
+        text = "".join(part["text"] for part in summary
                        if isinstance(part, dict) and isinstance(part.get("text"), str))
         if text:  # reasoning without readable text (encrypted only) cannot be replayed
             _assistant_turn(messages).parts.append(Thinking(text))
@@ -191,6 +196,7 @@ def _content_parts(content, where: str) -> list:
     for j, part in enumerate(content):
         at = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        kind = kind if isinstance(kind, str) else None
         if kind in TEXT_PARTS or kind == "refusal":
             text = part.get("text", part.get("refusal"))
             if not isinstance(text, str):
@@ -203,14 +209,29 @@ def _content_parts(content, where: str) -> list:
                 raise InvalidRequest(f"Costr holds no uploaded files: send the image at '{at}' "
                                      "as 'image_url' (a URL or a data URL).",
                                      param=f"{at}.file_id", code="unsupported_parameter")
-            image = _image(part.get("image_url"), f"{at}.image_url")
-            image.detail = part.get("detail") if part.get("detail") != "auto" else None
-            parts.append(image)
+            parts.append(_input_image(part, at))
         else:
             raise InvalidRequest(f"Unsupported content part type {kind!r} at '{at}'; supported: "
                                  "input_text, output_text, input_image, refusal.",
                                  param=f"{at}.type", code="invalid_value")
     return parts
+
+
+def _input_image(part: dict, at: str):
+    """`image_url` is a plain string here (a URL or a data URL), `detail` a sibling of it."""
+    url = part.get("image_url")
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"Missing required parameter: '{at}.image_url' (a URL or a data "
+                             "URL).", param=f"{at}.image_url")
+    detail = part.get("detail")
+    if detail is not None and detail not in IMAGE_DETAILS:
+        raise InvalidRequest(f"Invalid value for '{at}.detail': {detail!r}. Supported: "
+                             f"{', '.join(IMAGE_DETAILS)}.", param=f"{at}.detail",
+                             code="invalid_value")
+    image = _image(url, f"{at}.image_url")
+    # Chat Completions knows no "original": the nearest it has is "high"
+    image.detail = {"auto": None, "original": "high"}.get(detail, detail)
+    return image
 
 
 def _output_parts(output, where: str) -> list:

@@ -59,7 +59,8 @@ def output_items(content: list) -> list[dict]:
 
 def response_object(response_id: str, request: ChatRequest, model: str, *, status: str,
                     output: list[dict], usage: Usage | None, created_at: int,
-                    facts: RoutingFacts | None = None, stop_reason: str | None = None) -> dict:
+                    facts: RoutingFacts | None = None, stop_reason: str | None = None,
+                    error: dict | None = None) -> dict:
     """The Response object, echoing the request's settings as OpenAI does; `x_routing` once
     the answer is complete (`facts`)."""
     raw = request.raw or {}
@@ -67,7 +68,7 @@ def response_object(response_id: str, request: ChatRequest, model: str, *, statu
     body = {
         "id": response_id, "object": "response", "created_at": created_at,
         "status": "incomplete" if incomplete and status == "completed" else status,
-        "background": False, "error": None, "incomplete_details": incomplete,
+        "background": False, "error": error, "incomplete_details": incomplete,
         "instructions": raw.get("instructions"),
         "max_output_tokens": raw.get("max_output_tokens"), "metadata": raw.get("metadata") or {},
         "model": model, "output": output,

@@ -18,7 +18,8 @@ from .responses_response import (call_item, message_item, new_id, reasoning_item
 
 class _Item:
     """One output item being streamed: its wire id, place and what has arrived so far."""
-    __slots__ = ("kind", "id", "output_index", "text", "call_id", "name", "started")
+    __slots__ = ("kind", "id", "output_index", "text", "call_id", "name", "started",
+                 "signature")
 
     def __init__(self, kind: str, output_index: int, call_id: str = "", name: str = ""):
         self.kind = kind
@@ -27,6 +28,7 @@ class _Item:
         self.text = ""           # text, arguments or reasoning summary
         self.call_id, self.name = call_id, name
         self.started = False     # a reasoning summary part has been announced
+        self.signature = None    # the upstream's signature of its thinking, kept for replay
 
     def done(self) -> dict:
         if self.kind == "text":
@@ -40,7 +42,7 @@ class _Item:
             return Text(self.text)
         if self.kind == "tool_call":
             return ToolCall(self.call_id, self.name, self.text)
-        return Thinking(self.text)
+        return Thinking(self.text, self.signature)
 
 
 class StreamEncoder:
@@ -55,6 +57,7 @@ class StreamEncoder:
         self.items: dict[int, _Item] = {}     # block index -> item
         self.finished: list[_Item] = []       # in output order
         self.stop = None
+        self.ended = False  # the upstream's answer reached its end (MessageEnd)
         self.model = ""     # the upstream's model id, until the routed one is known
 
     def encode(self, frame: Frame) -> bytes:
@@ -69,16 +72,25 @@ class StreamEncoder:
         body = response_object(self.id, self.request, facts.routed_model, status="completed",
                                output=output, usage=usage, created_at=self.created_at,
                                facts=facts, stop_reason=self.stop)
-        remember(self.store, self.id, self.request, [item.part() for item in self.finished], output)
+        if self.ended:   # not an answer cut short by the client leaving
+            remember(self.store, self.id, self.request, [item.part() for item in self.finished],
+                     output)
         kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
         return out + self._event(kind, response=body)
 
     def fail(self, error: CostrError) -> bytes:
+        """An `error` event, then `response.failed` with the items finished so far; after
+        `response.created` in any case, which clients' stream readers expect first. Nothing is
+        remembered."""
+        out = self._start(None)
         detail = {"code": error.code or "server_error", "message": error.message}
-        return (self._event("error", code=detail["code"], message=error.message, param=error.param)
-                + self._event("response.failed", response={
-                    "id": self.id, "object": "response", "created_at": self.created_at,
-                    "status": "failed", "error": detail, "output": [], "usage": None}))
+        self.finished.sort(key=lambda item: item.output_index)
+        failed = response_object(self.id, self.request, self.model or self.request.model,
+                                 status="failed", output=[item.done() for item in self.finished],
+                                 usage=None, created_at=self.created_at, error=detail)
+        return (out + self._event("error", code=detail["code"], message=error.message,
+                                  param=error.param)
+                + self._event("response.failed", response=failed))
 
     # -- events ------------------------------------------------------------------------------
 
@@ -97,6 +109,8 @@ class StreamEncoder:
             item.text += event.fragment
             return self._event("response.function_call_arguments.delta", item_id=item.id,
                                output_index=item.output_index, delta=event.fragment)
+        if isinstance(event, ThinkingDelta) and item is not None and event.signature:
+            item.signature = event.signature
         if isinstance(event, ThinkingDelta) and item is not None and event.text:
             item.text += event.text
             out = b""
@@ -111,7 +125,7 @@ class StreamEncoder:
         if isinstance(event, MessageStart):
             self.model = event.model
         elif isinstance(event, MessageEnd):
-            self.stop = event.stop_reason
+            self.stop, self.ended = event.stop_reason, True
         return b""
 
     def _open(self, event: BlockStart) -> bytes:
