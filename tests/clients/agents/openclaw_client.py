@@ -74,7 +74,7 @@ def environment(home: Path) -> dict:
 
 
 def configure(how: str, base_url: str, home: Path, work: Path) -> str:
-    """Configure OpenClaw in `home`; returns `openclaw models status`'s output, or raises."""
+    """Configure OpenClaw in `home`; returns what `openclaw models status` shows, or raises."""
     env = environment(home)
     if how == "cli":
         commands = seed_commands(base_url, KEY)
@@ -88,10 +88,12 @@ def configure(how: str, base_url: str, home: Path, work: Path) -> str:
                                f"{tail(done.stderr or done.stdout)}")
     status = subprocess.run(["openclaw", "models", "status"], cwd=work, env=env,
                             capture_output=True, text=True, timeout=180)
-    if "costrouter/auto" not in status.stdout:
-        raise RuntimeError(f"`openclaw models status` does not show costrouter/auto: "
-                           f"{tail(status.stdout + status.stderr)}")
-    return status.stdout
+    default = [" ".join(line.split()) for line in status.stdout.splitlines()
+               if line.startswith("Default") and "costrouter/auto" in line]
+    if not default:
+        raise RuntimeError(f"`openclaw models status` does not show costrouter/auto as the "
+                           f"default: {tail(status.stdout + status.stderr)}")
+    return f"`openclaw models status` shows {default[0]!r}"
 
 
 def turn(fake: FakeUpstream, home: Path, work: Path) -> str:
