@@ -41,6 +41,7 @@ class Pace:
     observe: float      # load kept on after a fault ends, to see the recovery
 
 
+TRUNCATE_ROUNDS = 3
 QUICK = Pace(concurrency=6, warmup=2, fault=5, deadline=1.5, cooldown=4, truncated=6,
              postgres_down=1.5, observe=3)
 FULL = Pace(concurrency=12, warmup=5, fault=12, deadline=3, cooldown=8, truncated=20,
@@ -128,16 +129,14 @@ class Drill:
     async def truncate_streams(self) -> Row:
         count = self.pace.truncated
         t0 = time.monotonic()
-        before = (await self.cluster.set_fault("up-a", "truncate", count=count))["injected"]
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            fault = await _fault_state(self.cluster, "up-a")
-            if fault["injected"] - before >= count:
+        # Half the load streams, but which answers up-a cuts is chance: should a round cut
+        # only JSON answers (which fall back to up-b unseen), cut another, up to three.
+        for _ in range(TRUNCATE_ROUNDS):
+            await self._cut_answers(count)
+            seen = await self.load.settled(t0)
+            cut = [o for o in seen if o.stream and o.provider == "up-a" and not o.ok]
+            if cut:
                 break
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)
-        seen = await self.load.settled(t0)
-        cut = [o for o in seen if o.stream and o.provider == "up-a" and not o.ok]
         silent = [o for o in cut if not o.error_event]
         rows = await self.books.ledger([o.request_id for o in cut if o.request_id])
         full_tokens = math.ceil((len(self.load.answer) + 13) / 4)
@@ -156,6 +155,17 @@ class Drill:
                    "every cut stream ends with an error event and is charged for what was "
                    "delivered only; cut JSON answers fall back to up-b (200)",
                    bool(cut) and not silent and not overcharged and not missing and not others)
+
+    async def _cut_answers(self, count: int) -> None:
+        """Have up-a cut its next `count` answers short; wait until it has (20 s at most)."""
+        before = (await self.cluster.set_fault("up-a", "truncate", count=count))["injected"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            fault = await _fault_state(self.cluster, "up-a")
+            if fault["injected"] - before >= count:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
 
     async def sigterm_instance(self) -> Row:
         instance = self.cluster.instances[1]
