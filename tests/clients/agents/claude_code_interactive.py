@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -51,6 +52,9 @@ class Pane:
         self.answered: list[str] = []     # the first-run screens answered, in order
         subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-s", "claude", "-x", "160",
                         "-y", "50", "-c", str(cwd), command], env=env, check=True)
+        shown = subprocess.run(["tmux", "-L", self.socket, "display-message", "-p", "-t", "claude",
+                                "#{pane_pid}"], capture_output=True, text=True)
+        self.pid = int(shown.stdout.strip() or 0)   # the agent's process
 
     def text(self) -> str:
         done = subprocess.run(["tmux", "-L", self.socket, "capture-pane", "-p", "-t", "claude",
@@ -78,7 +82,22 @@ class Pane:
         raise TimeoutError(f"waited {timeout:.0f} s for {wanted!r}; the pane shows:\n{_last(self.text())}")
 
     def close(self) -> None:
+        """End the tmux server, then make sure the agent it ran has ended too."""
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        deadline = time.monotonic() + 10
+        while self.pid and _alive(self.pid):
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                break
+            time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _last(text: str, lines: int = 25) -> str:

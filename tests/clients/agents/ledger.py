@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -39,5 +40,15 @@ class Cases:
         if self.failed:
             print(f"run files kept in {self.folder} (costr.log, the agent's HOME)", file=sys.stderr)
         else:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            remove(self.folder)
         return 0
+
+
+def remove(folder: Path, attempts: int = 10) -> None:
+    """Remove a run folder an agent's last writes (session files as it exits) may still be
+    filling."""
+    for _ in range(attempts):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.5)
