@@ -74,11 +74,15 @@ def selected(group: str, only: str | None, upstream: str | None) -> list[Client]
 def install(clients: list[Client], cache: Path) -> dict[str, str | Unavailable]:
     versions: dict[str, str | Unavailable] = {}
     for client in clients:
-        print(f"installing {client.name} into {cache} ...", file=sys.stderr, flush=True)
+        print(f"installing {client.name} into {cache} ...", end=" ", file=sys.stderr, flush=True)
+        started = time.monotonic()
         try:
             versions[client.name] = client.install(cache)
         except Unavailable as why:
             versions[client.name] = why
+        outcome = versions[client.name]
+        shown = f"SKIP: {outcome}" if isinstance(outcome, Unavailable) else outcome
+        print(f"{shown} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
     return versions
 
 
@@ -225,4 +229,8 @@ def _slug(name: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:   # everything started was stopped on the way out
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
